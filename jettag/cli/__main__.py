@@ -1,0 +1,3 @@
+from jettag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Jets in memory and on disk: ``JetBatch``, dataset readers and writers, features, generator."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> module that defines it; imported on first use so that optional
+# dependencies of one reader never break another.
+_EXPORTS: dict[str, str] = {
+    "JetBatch": "jettag.data.batch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jettag.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

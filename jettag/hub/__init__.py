@@ -1,0 +1,1 @@
+"""jettag.hub (see DESIGN.md module map)."""

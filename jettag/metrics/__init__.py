@@ -1,0 +1,1 @@
+"""jettag.metrics (see DESIGN.md module map)."""

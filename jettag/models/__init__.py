@@ -1,0 +1,1 @@
+"""jettag.models (see DESIGN.md module map)."""

@@ -1,0 +1,1 @@
+"""jettag.nn (see DESIGN.md module map)."""

@@ -1,0 +1,1 @@
+"""jettag.ops (see DESIGN.md module map)."""

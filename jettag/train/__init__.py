@@ -1,0 +1,1 @@
+"""jettag.train (see DESIGN.md module map)."""
