@@ -1,1 +1,35 @@
-"""jettag.models (see DESIGN.md module map)."""
+"""Reference taggers assembled from :mod:`jettag.nn` layers; each takes a ``JetBatch``.
+
+``create(name, **config)`` builds a tagger by name; model modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+__all__ = ["available", "create"]
+
+# name -> "module:factory"; a factory takes keyword options and returns an nn.Module.
+_REGISTRY: dict[str, str] = {}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`create`."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **config: Any) -> nn.Module:
+    """Build the tagger called ``name`` with keyword ``config`` (see each model's defaults).
+
+    Example:
+        >>> import jettag.models
+        >>> sorted(jettag.models.available())  # doctest: +SKIP
+    """
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(available())}")
+    module, factory = target.split(":")
+    return getattr(importlib.import_module(module), factory)(**config)
