@@ -13,7 +13,10 @@ from torch import nn
 __all__ = ["available", "create"]
 
 # name -> "module:factory"; a factory takes keyword options and returns an nn.Module.
-_REGISTRY: dict[str, str] = {}
+_REGISTRY: dict[str, str] = {
+    "pfn": "jettag.models.deep_sets:pfn",
+    "efn": "jettag.models.deep_sets:efn",
+}
 
 
 def available() -> list[str]:

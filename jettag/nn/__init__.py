@@ -1,1 +1,27 @@
-"""jettag.nn (see DESIGN.md module map)."""
+"""Layers for jet tagging; they take tensors (PyG style) and work on packed jets.
+
+Modules are imported on first use of a name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "DeepSetsEncoder": "jettag.nn.deep_sets",
+    "EnergyFlowLayer": "jettag.nn.deep_sets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jettag.nn' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
