@@ -9,6 +9,13 @@ from typing import Any
 # dependencies of one reader never break another.
 _EXPORTS: dict[str, str] = {
     "JetBatch": "jettag.data.batch",
+    "open_dataset": "jettag.data.formats",
+    "open_writer": "jettag.data.formats",
+    "JetChunk": "jettag.data.formats",
+    "JetFileError": "jettag.data.formats",
+    "JetDataset": "jettag.data.dataset",
+    "IterableJetDataset": "jettag.data.dataset",
+    "collate_jets": "jettag.data.dataset",
 }
 
 __all__ = sorted(_EXPORTS)
