@@ -16,6 +16,13 @@ _EXPORTS: dict[str, str] = {
     "JetDataset": "jettag.data.dataset",
     "IterableJetDataset": "jettag.data.dataset",
     "collate_jets": "jettag.data.dataset",
+    "DataCard": "jettag.data.cards",
+    "load_card": "jettag.data.cards",
+    "list_cards": "jettag.data.cards",
+    "download": "jettag.data.download",
+    "Preprocessor": "jettag.data.features",
+    "particle_features": "jettag.data.features",
+    "lorentznet_inputs": "jettag.data.features",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,8 @@ __all__ = ["available", "create"]
 _REGISTRY: dict[str, str] = {
     "pfn": "jettag.models.deep_sets:pfn",
     "efn": "jettag.models.deep_sets:efn",
+    "rpcn": "jettag.models.rpcn:rpcn",
+    "rpcn-irc": "jettag.models.rpcn:rpcn_irc",
 }
 
 

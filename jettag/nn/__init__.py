@@ -11,6 +11,11 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "DeepSetsEncoder": "jettag.nn.deep_sets",
     "EnergyFlowLayer": "jettag.nn.deep_sets",
+    "RotationalParticleConv": "jettag.nn.particle_conv",
+    "IRCSafeRotationalParticleConv": "jettag.nn.particle_conv",
+    "CyclicGroupConv": "jettag.nn.particle_conv",
+    "cyclic_angles": "jettag.nn.particle_conv",
+    "group_pool": "jettag.nn.particle_conv",
 }
 
 __all__ = sorted(_EXPORTS)
