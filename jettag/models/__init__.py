@@ -14,6 +14,8 @@ __all__ = ["available", "create"]
 
 # name -> "module:factory"; a factory takes keyword options and returns an nn.Module.
 _REGISTRY: dict[str, str] = {
+    "particlenet": "jettag.models.particlenet:particlenet",
+    "particlenet-lite": "jettag.models.particlenet:particlenet_lite",
     "pfn": "jettag.models.deep_sets:pfn",
     "efn": "jettag.models.deep_sets:efn",
     "rpcn": "jettag.models.rpcn:rpcn",

@@ -10,6 +10,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "DeepSetsEncoder": "jettag.nn.deep_sets",
+    "EdgeConv": "jettag.nn.edge_conv",
     "EnergyFlowLayer": "jettag.nn.deep_sets",
     "RotationalParticleConv": "jettag.nn.particle_conv",
     "IRCSafeRotationalParticleConv": "jettag.nn.particle_conv",
