@@ -232,15 +232,11 @@ class TopHDF5Reader(JetReader):
             return blocks[block][:, j]
 
         def columns(names: list[str]) -> np.ndarray:
-            # gather per block; all constituent columns normally live in one block
-            out = None
-            for k, name in enumerate(names):
-                col = column(name)
-                if out is None:
-                    out = np.empty((n, len(names)), dtype=col.dtype)
-                out[:, k] = col
-            assert out is not None
-            return out
+            # one gather per block (all constituent columns normally live in one block)
+            where = [layout.columns[name] for name in names]
+            if len({b for b, _ in where}) == 1:
+                return blocks[where[0][0]][:, [j for _, j in where]]
+            return np.stack([column(name) for name in names], axis=1)
 
         m = layout.num_constituents
         comps = [columns([f"{c}_{i}" for i in range(m)]) for c in _COMPONENTS]
