@@ -17,7 +17,12 @@ from jettag._version import __version__
 __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `jettag --help` lists them.
-_SUBCOMMANDS = ("jettag.cli.demo", "jettag.cli.data")
+_SUBCOMMANDS = (
+    "jettag.cli.demo",
+    "jettag.cli.data",
+    "jettag.cli.predict",
+    "jettag.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
