@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 _SUBCOMMANDS = (
     "jettag.cli.demo",
     "jettag.cli.data",
+    "jettag.cli.generate",
     "jettag.cli.predict",
     "jettag.cli.export",
 )

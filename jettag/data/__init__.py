@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "JetDataset": "jettag.data.dataset",
     "IterableJetDataset": "jettag.data.dataset",
     "collate_jets": "jettag.data.dataset",
+    "generate": "jettag.data.generate",
     "DataCard": "jettag.data.cards",
     "load_card": "jettag.data.cards",
     "list_cards": "jettag.data.cards",
