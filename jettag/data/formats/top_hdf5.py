@@ -239,9 +239,17 @@ class TopHDF5Reader(JetReader):
             return np.stack([column(name) for name in names], axis=1)
 
         m = layout.num_constituents
-        comps = [columns([f"{c}_{i}" for i in range(m)]) for c in _COMPONENTS]
-        dense = np.stack(comps, axis=-1)  # (n, m, 4)
-        mask = np.any(dense != 0, axis=-1)
+        names = [f"{c}_{i}" for i in range(m) for c in _COMPONENTS]
+        where = [layout.columns[name] for name in names]
+        first_block, first = where[0]
+        if all(b == first_block and j == first + k for k, (b, j) in enumerate(where)):
+            # the published layout: E_0, PX_0, PY_0, PZ_0, E_1, ... side by side in one block
+            dense = blocks[first_block][:, first : first + 4 * m].reshape(n, m, 4)
+        else:
+            dense = columns(names).reshape(n, m, 4)
+        # padding is all four components zero (an OR of views beats a reduce over 4 values)
+        mask = (dense[..., 0] != 0) | (dense[..., 1] != 0) | (dense[..., 2] != 0)
+        mask |= dense[..., 3] != 0
         counts = mask.sum(axis=1).astype(np.int64)
         p4 = dense[mask]
 
