@@ -16,6 +16,7 @@ __all__ = ["available", "create"]
 _REGISTRY: dict[str, str] = {
     "particlenet": "jettag.models.particlenet:particlenet",
     "particlenet-lite": "jettag.models.particlenet:particlenet_lite",
+    "lorentznet": "jettag.models.lorentznet:lorentznet",
     "pfn": "jettag.models.deep_sets:pfn",
     "efn": "jettag.models.deep_sets:efn",
     "rpcn": "jettag.models.rpcn:rpcn",

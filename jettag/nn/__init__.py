@@ -11,6 +11,10 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "DeepSetsEncoder": "jettag.nn.deep_sets",
     "EdgeConv": "jettag.nn.edge_conv",
+    "LGEB": "jettag.nn.lorentz",
+    "psi": "jettag.nn.lorentz",
+    "pairwise_minkowski": "jettag.nn.lorentz",
+    "lorentz_edge_features": "jettag.nn.lorentz",
     "EnergyFlowLayer": "jettag.nn.deep_sets",
     "RotationalParticleConv": "jettag.nn.particle_conv",
     "IRCSafeRotationalParticleConv": "jettag.nn.particle_conv",
