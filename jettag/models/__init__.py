@@ -21,6 +21,9 @@ _REGISTRY: dict[str, str] = {
     "efn": "jettag.models.deep_sets:efn",
     "rpcn": "jettag.models.rpcn:rpcn",
     "rpcn-irc": "jettag.models.rpcn:rpcn_irc",
+    "track-pfn": "jettag.models.btag:track_pfn",
+    "vector-pfn": "jettag.models.btag:vector_pfn",
+    "tensor-pfn": "jettag.models.btag:tensor_pfn",
 }
 
 

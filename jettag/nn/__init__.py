@@ -21,6 +21,22 @@ _EXPORTS: dict[str, str] = {
     "CyclicGroupConv": "jettag.nn.particle_conv",
     "cyclic_angles": "jettag.nn.particle_conv",
     "group_pool": "jettag.nn.particle_conv",
+    "SVT": "jettag.nn.so2",
+    "SO3Affine": "jettag.nn.so2",
+    "SO2Linear": "jettag.nn.so2",
+    "TensorBilinear": "jettag.nn.so2",
+    "EquivariantActivation": "jettag.nn.so2",
+    "EquivariantRMSNorm": "jettag.nn.so2",
+    "InvariantNorms": "jettag.nn.so2",
+    "BilinearTensorLayer": "jettag.nn.so2",
+    "E3NNTensorBlock": "jettag.nn.so2",
+    "VReLU": "jettag.nn.so2",
+    "TReLU": "jettag.nn.so2",
+    "vrelu": "jettag.nn.so2",
+    "trelu": "jettag.nn.so2",
+    "squared_norms": "jettag.nn.so2",
+    "cartesian_to_irreps": "jettag.nn.so2",
+    "irreps_to_cartesian": "jettag.nn.so2",
 }
 
 __all__ = sorted(_EXPORTS)
