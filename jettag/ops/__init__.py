@@ -1,15 +1,15 @@
 """Graph and reduction primitives over packed jets (CSR ``ptr``), within jets only.
 
-Each op has a plain-PyTorch reference (:mod:`jettag.ops.reference`); accelerated paths are
-chosen at call time where they apply.
+Each op has a plain-PyTorch reference (:mod:`jettag.ops.reference`), a fast CPU path and
+Triton kernels for CUDA GPUs; :mod:`jettag.ops.dispatch` picks one at call time (the
+reference during ONNX export). The accelerated paths are ``torch.library`` custom ops
+(``torch.ops.jettag.*``) with autograd and fake implementations. Fused operators for the
+EdgeConv and Lorentz layers live in :mod:`jettag.ops.fused`.
 """
 
-from jettag.ops.reference import (
-    batch_from_ptr,
-    counts_from_ptr,
-    fully_connected_edges,
+from jettag.ops import dispatch, fused
+from jettag.ops._library import (
     knn,
-    ptr_from_batch,
     scatter_mean,
     scatter_sum,
     segment_max,
@@ -17,11 +17,19 @@ from jettag.ops.reference import (
     segment_softmax,
     segment_sum,
 )
+from jettag.ops.reference import (
+    batch_from_ptr,
+    counts_from_ptr,
+    fully_connected_edges,
+    ptr_from_batch,
+)
 
 __all__ = [
     "batch_from_ptr",
     "counts_from_ptr",
+    "dispatch",
     "fully_connected_edges",
+    "fused",
     "knn",
     "ptr_from_batch",
     "scatter_mean",

@@ -1,0 +1,274 @@
+"""``torch.library`` registration of the accelerated ops, and the dispatching public API.
+
+Each accelerated op is a custom op in the ``jettag`` namespace (``torch.ops.jettag.*``)
+with a fake (meta) implementation, so ``torch.compile`` traces it as one opaque node, and
+a registered autograd formula, so models train through it. The op's body calls the Triton
+kernels (:mod:`jettag.ops._triton`) or the fast CPU code (:mod:`jettag.ops._cpu`) as
+:func:`jettag.ops.dispatch.select` decides. The public functions defined here keep the
+signatures of :mod:`jettag.ops.reference` and call the reference directly where it is
+selected (ONNX export, ``torch.export``, backend ``"reference"``, other devices).
+
+Backward formulas are written with differentiable ops (the custom ops themselves), so
+second derivatives work for the reductions; the fused operators of :mod:`jettag.ops.fused`
+have a first derivative only.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.library import custom_op
+
+from jettag.ops import _cpu, dispatch, reference
+
+__all__ = [
+    "knn",
+    "scatter_mean",
+    "scatter_sum",
+    "segment_max",
+    "segment_mean",
+    "segment_softmax",
+    "segment_sum",
+]
+
+
+def implementation(tensor: Tensor) -> ModuleType:
+    """Module whose functions compute an op on ``tensor``: ``_triton`` or ``_cpu``.
+
+    The CPU module is plain PyTorch and also serves any device Triton does not.
+    """
+    if dispatch.select(tensor) == "triton":
+        from jettag.ops import _triton
+
+        return _triton
+    return _cpu
+
+
+def expand(values: Tensor, ptr: Tensor, num_rows: int) -> Tensor:
+    """Broadcast per-jet rows ``(B, ...)`` to the particles ``(P, ...)`` of the jets."""
+    return torch.repeat_interleave(values, ptr[1:] - ptr[:-1], dim=0, output_size=num_rows)
+
+
+def _view_counts(counts: Tensor, like: Tensor) -> Tensor:
+    return counts.view(-1, *([1] * (like.dim() - 1)))
+
+
+# --------------------------------------------------------------------------- segment_sum
+
+
+@custom_op("jettag::segment_sum", mutates_args=())
+def _segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
+    return implementation(src).segment_sum(src, ptr)
+
+
+@_segment_sum.register_fake
+def _(src: Tensor, ptr: Tensor) -> Tensor:
+    return src.new_empty((ptr.shape[0] - 1, *src.shape[1:]))
+
+
+def _segment_sum_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[1])
+    ctx.num_rows = inputs[0].shape[0]
+
+
+def _segment_sum_backward(ctx, grad: Tensor):
+    (ptr,) = ctx.saved_tensors
+    return expand(grad, ptr, ctx.num_rows), None
+
+
+_segment_sum.register_autograd(_segment_sum_backward, setup_context=_segment_sum_setup)
+
+
+# --------------------------------------------------------------------------- segment_max
+
+
+@custom_op("jettag::segment_max", mutates_args=())
+def _segment_max(src: Tensor, ptr: Tensor) -> Tensor:
+    return implementation(src).segment_max(src, ptr)
+
+
+@_segment_max.register_fake
+def _(src: Tensor, ptr: Tensor) -> Tensor:
+    return src.new_empty((ptr.shape[0] - 1, *src.shape[1:]))
+
+
+def _segment_max_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0], inputs[1], output)
+
+
+def _segment_max_backward(ctx, grad: Tensor):
+    src, ptr, out = ctx.saved_tensors
+    num = src.shape[0]
+    # Tied maxima share the gradient evenly, as scatter_reduce("amax") in the reference.
+    hit = (src == expand(out, ptr, num)).to(src.dtype)
+    ties = _segment_sum(hit, ptr).clamp_min(1)
+    return expand(grad / ties, ptr, num) * hit, None
+
+
+_segment_max.register_autograd(_segment_max_backward, setup_context=_segment_max_setup)
+
+
+# --------------------------------------------------------------------------- segment_softmax
+
+
+@custom_op("jettag::segment_softmax", mutates_args=())
+def _segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
+    return implementation(src).segment_softmax(src, ptr)
+
+
+@_segment_softmax.register_fake
+def _(src: Tensor, ptr: Tensor) -> Tensor:
+    return torch.empty_like(src)
+
+
+def _segment_softmax_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output, inputs[1])
+
+
+def _segment_softmax_backward(ctx, grad: Tensor):
+    out, ptr = ctx.saved_tensors
+    weighted = grad * out
+    return weighted - out * expand(_segment_sum(weighted, ptr), ptr, out.shape[0]), None
+
+
+_segment_softmax.register_autograd(_segment_softmax_backward,
+                                   setup_context=_segment_softmax_setup)
+
+
+# --------------------------------------------------------------------------- scatter_sum
+
+
+@custom_op("jettag::scatter_sum", mutates_args=())
+def _scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    return implementation(src).scatter_sum(src, index, dim_size)
+
+
+@_scatter_sum.register_fake
+def _(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    return src.new_empty((dim_size, *src.shape[1:]))
+
+
+def _scatter_sum_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[1])
+
+
+def _scatter_sum_backward(ctx, grad: Tensor):
+    (index,) = ctx.saved_tensors
+    return grad.index_select(0, index), None, None
+
+
+_scatter_sum.register_autograd(_scatter_sum_backward, setup_context=_scatter_sum_setup)
+
+
+# --------------------------------------------------------------------------- knn
+
+
+@custom_op("jettag::knn", mutates_args=())
+def _knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
+    return implementation(x).knn(x, ptr, k, include_self)
+
+
+@_knn.register_fake
+def _(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
+    shape = (x.shape[0], k)
+    return (x.new_empty(shape, dtype=torch.int64), x.new_empty(shape, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _checks_enabled(tensor: Tensor) -> bool:
+    # Value checks read a tensor on the host: skipped when tracing and on accelerators.
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _check_ptr(ptr: Tensor, src: Tensor, name: str) -> None:
+    if ptr.dim() != 1 or ptr.dtype != torch.int64 or ptr.numel() < 1:
+        raise ValueError(
+            f"ptr: expected 1-D int64 CSR offsets (B+1,), found {ptr.dtype} {tuple(ptr.shape)}"
+        )
+    if _checks_enabled(ptr) and int(ptr[-1]) != src.shape[0]:
+        raise ValueError(
+            f"ptr: the last offset must equal the number of rows of {name} ({src.shape[0]}), "
+            f"found {int(ptr[-1])}"
+        )
+
+
+def segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
+    """Sum over each jet's particles: ``(P, ...) -> (B, ...)`` (see the reference)."""
+    if dispatch.select(src) == "reference":
+        return reference.segment_sum(src, ptr)
+    _check_ptr(ptr, src, "src")
+    return _segment_sum(src, ptr)
+
+
+def segment_mean(src: Tensor, ptr: Tensor) -> Tensor:
+    """Mean over each jet's real particles (empty jet -> 0)."""
+    if dispatch.select(src) == "reference":
+        return reference.segment_mean(src, ptr)
+    total = segment_sum(src, ptr)
+    count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(src.dtype)
+    return total / _view_counts(count, total)
+
+
+def segment_max(src: Tensor, ptr: Tensor) -> Tensor:
+    """Maximum over each jet's particles (empty jet -> 0)."""
+    if dispatch.select(src) == "reference":
+        return reference.segment_max(src, ptr)
+    _check_ptr(ptr, src, "src")
+    return _segment_max(src, ptr)
+
+
+def segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
+    """Softmax over the particles of each jet, per channel: ``(P, ...) -> (P, ...)``."""
+    if dispatch.select(src) == "reference":
+        return reference.segment_softmax(src, ptr)
+    _check_ptr(ptr, src, "src")
+    return _segment_softmax(src, ptr)
+
+
+def scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """``out[i] = sum_{e: index[e] = i} src[e]``; shape ``(dim_size, ...)``."""
+    if dispatch.select(src) == "reference":
+        return reference.scatter_sum(src, index, dim_size)
+    if index.shape != src.shape[:1]:
+        raise ValueError(
+            f"index: expected shape ({src.shape[0]},) matching src's first dimension, "
+            f"found {tuple(index.shape)}"
+        )
+    return _scatter_sum(src, index, dim_size)
+
+
+def scatter_mean(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """Mean of ``src`` rows sharing an index; 0 where no row has that index."""
+    if dispatch.select(src) == "reference":
+        return reference.scatter_mean(src, index, dim_size)
+    total = scatter_sum(src, index, dim_size)
+    count = torch.bincount(index, minlength=dim_size).clamp_min(1).to(src.dtype)
+    return total / _view_counts(count, total)
+
+
+def knn(x: Tensor, ptr: Tensor, k: int, *, include_self: bool = False) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours of every particle within its jet (see the reference)."""
+    if dispatch.select(x) == "reference":
+        return reference.knn(x, ptr, k, include_self=include_self)
+    if x.dim() != 2:
+        raise ValueError(f"x: expected coordinates (P, D), found shape {tuple(x.shape)}")
+    _check_ptr(ptr, x, "x")
+    if k < 1:
+        raise ValueError(f"k: expected a positive number of neighbours, found {k}")
+    return _knn(x.detach(), ptr, k, include_self)
+
+
+for _public, _ref in (
+    (segment_sum, reference.segment_sum),
+    (segment_mean, reference.segment_mean),
+    (segment_max, reference.segment_max),
+    (segment_softmax, reference.segment_softmax),
+    (scatter_sum, reference.scatter_sum),
+    (scatter_mean, reference.scatter_mean),
+    (knn, reference.knn),
+):
+    _public.__doc__ = _ref.__doc__

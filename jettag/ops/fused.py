@@ -1,0 +1,641 @@
+r"""Fused operators for the two hot layers: EdgeConv messages and Lorentz (LGEB) pair sums.
+
+Both operators take per-particle tensors and return per-particle tensors; the per-edge
+activations in between are computed tile by tile and never stored whole (the CPU path
+keeps a tile in cache, the Triton kernels keep it in registers). Each has a plain-PyTorch
+reference over explicit edge lists (``*_reference``), a fast CPU path and Triton kernels,
+chosen by :mod:`jettag.ops.dispatch`; each is a ``torch.library`` custom op with a fake
+implementation and a registered backward (first derivatives).
+
+**EdgeConv** (:func:`edge_conv_messages`). With :math:`W [x_i, x_j - x_i] = (W_a - W_b)
+x_i + W_b x_j` the first linear map of the edge MLP is applied per particle (``own`` and
+``other``, computed by the caller with one matrix product); the operator adds them per edge,
+applies ReLU, the remaining (linear + bias, ReLU) layers and aggregates over the valid
+neighbours:
+
+.. math::
+    m_i = \operatorname{aggr}_{s:\ \mathrm{valid}_{is}}\ h_L\big(\mathrm{own}_i
+          + \mathrm{other}_{\mathrm{index}_{is}}\big),\qquad
+    h_0 = \mathrm{ReLU},\quad h_l = \mathrm{ReLU}(W_l h_{l-1} + b_l).
+
+In evaluation mode the BatchNorms between the linear maps fold into them
+(:func:`fold_batchnorm`), which is how :func:`edge_conv_eval` runs a whole
+:class:`~jettag.nn.edge_conv.EdgeConv`. In training mode the edge BatchNorms need batch
+statistics over all edges, so the layer's unfused path applies.
+
+**Lorentz** (:func:`lorentz_messages`). For all ordered pairs :math:`i \ne j` of each jet
+(fully connected, no edge list):
+
+.. math::
+    z_{ij} &= \mathrm{hu}_i + \mathrm{hv}_j + \psi(\lVert x_i - x_j\rVert^2)\, w_n
+              + \psi(\langle x_i, x_j\rangle)\, w_d,\qquad
+    m_{ij} = \mathrm{ReLU}(W_e\, \mathrm{ReLU}(z_{ij}) + b_e)\;
+             \sigma(w_m \cdot m^{\mathrm{pre}}_{ij} + b_m)
+
+    \mathrm{msum}_i &= \sum_{j \ne i} m_{ij},\qquad
+    \mathrm{xs}_i = \frac{1}{n_i - 1}\sum_{j \ne i}
+        \operatorname{clamp}\!\big((x_i - x_j)\, w_{x2} \cdot
+        \mathrm{ReLU}(W_{x1} m_{ij} + b_{x1}),\ \pm c\big)
+
+which is the pairwise part of :class:`~jettag.nn.lorentz.LGEB` with its first
+:math:`\phi_e` layer decomposed per particle and, in evaluation mode, its BatchNorm folded
+(:func:`lgeb_eval` runs a whole block this way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.library import custom_op
+
+from jettag.ops import _library, dispatch, reference
+
+__all__ = [
+    "batchnorm_relu_linear",
+    "batchnorm_relu_mean",
+    "edge_conv_eval",
+    "edge_conv_messages",
+    "edge_conv_messages_reference",
+    "edge_conv_train",
+    "fold_batchnorm",
+    "lgeb_eval",
+    "lorentz_messages",
+    "lorentz_messages_reference",
+]
+
+_AGGREGATIONS = ("mean", "max")
+
+
+def fold_batchnorm(
+    weight: Tensor, bias: Tensor | None, norm: nn.BatchNorm1d
+) -> tuple[Tensor, Tensor]:
+    """Fold an evaluation-mode BatchNorm that follows a linear map into the map.
+
+    ``norm(x @ weight.T + bias) == x @ W.T + b`` for the returned ``(W, b)``, using the
+    running statistics (or the batch-free affine map when the BatchNorm tracks none).
+
+    Example:
+        >>> import torch
+        >>> lin, bn = torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2).eval()
+        >>> w, b = fold_batchnorm(lin.weight, lin.bias, bn)
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(bn(lin(x)), x @ w.T + b, atol=1e-6)
+        True
+    """
+    if norm.running_mean is None or norm.running_var is None:
+        mean = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        var = torch.ones_like(mean)
+    else:
+        mean, var = norm.running_mean, norm.running_var
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    if bias is not None:
+        shift = shift + bias * scale
+    return weight * scale.unsqueeze(1), shift
+
+
+# --------------------------------------------------------------------------- EdgeConv
+
+
+def edge_conv_messages_reference(
+    own: Tensor,
+    other: Tensor,
+    index: Tensor,
+    valid: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    *,
+    aggr: str = "mean",
+) -> Tensor:
+    """Plain-PyTorch :func:`edge_conv_messages` over the explicit list of valid edges."""
+    receivers, slots = valid.nonzero(as_tuple=True)
+    senders = index[receivers, slots]
+    edge_ptr = torch.zeros(own.shape[0] + 1, dtype=torch.int64, device=own.device)
+    torch.cumsum(valid.sum(1), 0, out=edge_ptr[1:])
+    h = torch.relu(own[receivers] + other[senders])
+    for weight, bias in zip(weights, biases, strict=True):
+        h = torch.relu(h @ weight.T + bias)
+    reduce = reference.segment_mean if aggr == "mean" else reference.segment_max
+    return reduce(h, edge_ptr)
+
+
+@custom_op("jettag::edge_conv_messages", mutates_args=())
+def _edge_conv_messages(
+    own: Tensor, other: Tensor, index: Tensor, valid: Tensor, weights: list[Tensor],
+    biases: list[Tensor], aggr: str,
+) -> Tensor:
+    impl = _library.implementation(own)
+    return impl.edge_conv_messages(own, other, index, valid, weights, biases, aggr)
+
+
+@_edge_conv_messages.register_fake
+def _(own, other, index, valid, weights, biases, aggr):
+    width = weights[-1].shape[0] if weights else own.shape[1]
+    return own.new_empty((own.shape[0], width))
+
+
+@custom_op("jettag::edge_conv_messages_backward", mutates_args=())
+def _edge_conv_messages_backward(
+    grad: Tensor, out: Tensor, own: Tensor, other: Tensor, index: Tensor, valid: Tensor,
+    weights: list[Tensor], biases: list[Tensor], aggr: str,
+) -> list[Tensor]:
+    impl = _library.implementation(own)
+    return impl.edge_conv_messages_backward(grad.contiguous(), out, own, other, index, valid,
+                                            weights, biases, aggr)
+
+
+@_edge_conv_messages_backward.register_fake
+def _(grad, out, own, other, index, valid, weights, biases, aggr):
+    tensors = [own, other, *weights, *biases]
+    return [torch.empty_like(t) for t in tensors]
+
+
+def _edge_setup(ctx, inputs, output) -> None:
+    own, other, index, valid, weights, biases, aggr = inputs
+    ctx.save_for_backward(output, own, other, index, valid, *weights, *biases)
+    ctx.num_layers = len(weights)
+    ctx.aggr = aggr
+
+
+def _edge_backward(ctx, grad: Tensor):
+    out, own, other, index, valid, *params = ctx.saved_tensors
+    n = ctx.num_layers
+    grads = _edge_conv_messages_backward(grad, out, own, other, index, valid, params[:n],
+                                         params[n:], ctx.aggr)
+    return grads[0], grads[1], None, None, grads[2:2 + n], grads[2 + n:], None
+
+
+_edge_conv_messages.register_autograd(_edge_backward, setup_context=_edge_setup)
+
+
+def edge_conv_messages(
+    own: Tensor,
+    other: Tensor,
+    index: Tensor,
+    valid: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    *,
+    aggr: str = "mean",
+) -> Tensor:
+    r"""Fused EdgeConv messages: gather, edge MLP and aggregation over the neighbours.
+
+    Per edge ``(i, s)`` with ``j = index[i, s]`` and ``valid[i, s]``: ``h = ReLU(own[i] +
+    other[j])``, then ``h = ReLU(h @ W.T + b)`` for each ``(W, b)`` of ``weights`` and
+    ``biases``; the result is the mean (or max) of ``h`` over the valid edges of ``i``,
+    0 for a particle without any. See the module docstring for the algebra.
+
+    Args:
+        own: ``(P, C_1)``, the first layer's receiver part plus its bias.
+        other: ``(P, C_1)``, the first layer's sender part.
+        index: ``(P, k)`` int64 neighbours (as :func:`jettag.ops.knn` returns).
+        valid: ``(P, k)`` bool, which slots of ``index`` are real neighbours.
+        weights: further linear maps, ``(C_{l+1}, C_l)`` each (may be empty).
+        biases: their biases, ``(C_{l+1},)`` each.
+        aggr: ``"mean"`` or ``"max"``.
+
+    Shapes:
+        - **output:** :math:`(P, C_L)`
+
+    Example:
+        >>> import torch
+        >>> own, other = torch.randn(5, 8), torch.randn(5, 8)
+        >>> index = torch.tensor([[1, 2], [0, 2], [0, 1], [4, 3], [3, 4]])
+        >>> valid = torch.tensor([[True, True]] * 3 + [[True, False]] * 2)
+        >>> w, b = [torch.randn(4, 8)], [torch.zeros(4)]
+        >>> edge_conv_messages(own, other, index, valid, w, b).shape
+        torch.Size([5, 4])
+    """
+    if aggr not in _AGGREGATIONS:
+        raise ValueError(f"aggr: expected one of {_AGGREGATIONS}, found {aggr!r}")
+    if own.shape != other.shape or own.dim() != 2:
+        raise ValueError(f"own, other: expected two (P, C) tensors of one shape, found "
+                         f"{tuple(own.shape)} and {tuple(other.shape)}")
+    if index.shape != valid.shape or index.dim() != 2 or index.shape[0] != own.shape[0]:
+        raise ValueError(f"index, valid: expected (P, k) with P = {own.shape[0]}, found "
+                         f"{tuple(index.shape)} and {tuple(valid.shape)}")
+    if len(weights) != len(biases):
+        raise ValueError(f"weights, biases: expected as many biases as weights, found "
+                         f"{len(weights)} and {len(biases)}")
+    width = own.shape[1]
+    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        if weight.dim() != 2 or weight.shape[1] != width or bias.shape != weight.shape[:1]:
+            raise ValueError(f"weights[{layer}], biases[{layer}]: expected (C, {width}) and "
+                             f"(C,), found {tuple(weight.shape)} and {tuple(bias.shape)}")
+        width = weight.shape[0]
+    if dispatch.select(own) == "reference":
+        return edge_conv_messages_reference(own, other, index, valid, weights, biases,
+                                            aggr=aggr)
+    return _edge_conv_messages(own.contiguous(), other.contiguous(), index.contiguous(),
+                               valid.contiguous(), [w.contiguous() for w in weights],
+                               [b.contiguous() for b in biases], aggr)
+
+
+def _bn_affine(norm: nn.BatchNorm1d, like: Tensor) -> tuple[Tensor, Tensor]:
+    eye = torch.eye(norm.num_features, dtype=like.dtype, device=like.device)
+    weight, shift = fold_batchnorm(eye, None, norm)
+    return weight.diagonal(), shift
+
+
+def edge_conv_eval(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
+    """Evaluation-mode forward of a :class:`jettag.nn.edge_conv.EdgeConv`, fused.
+
+    BatchNorms folded into the linear maps, the first map applied per particle, and
+    :func:`edge_conv_messages` for the rest; equal to ``conv.eval()(x, pos, ptr)`` up to
+    float rounding. A drop-in for the layer's ``forward`` when ``not conv.training``.
+
+    Args:
+        conv: an ``EdgeConv`` (attributes ``linears``, ``norms``, ``shortcut``,
+            ``shortcut_norm``, ``k``, ``aggr``, ``in_channels``, ``channels``).
+        x: ``(P, C)`` features; pos: ``(P, D)`` neighbour-search coordinates;
+            ptr: ``(B + 1,)`` offsets.
+    """
+    from jettag.ops import knn
+
+    with torch.no_grad():
+        index, valid = knn(pos.detach(), ptr, conv.k)
+    first = conv.linears[0].weight
+    w_i, w_j = first[:, : conv.in_channels], first[:, conv.in_channels:]
+    scale, shift = _bn_affine(conv.norms[0], x)
+    both = torch.cat([w_i - w_j, w_j]) * torch.cat([scale, scale]).unsqueeze(1)
+    own, other = (x @ both.T).split(conv.channels[0], dim=1)
+    own = own + shift
+    weights, biases = [], []
+    for linear, norm in zip(list(conv.linears)[1:], list(conv.norms)[1:], strict=True):
+        weight, bias = fold_batchnorm(linear.weight, linear.bias, norm)
+        weights.append(weight)
+        biases.append(bias)
+    messages = edge_conv_messages(own, other, index, valid, weights, biases, aggr=conv.aggr)
+    if conv.shortcut is None:
+        skip = x
+    else:
+        weight, bias = fold_batchnorm(conv.shortcut.weight, conv.shortcut.bias,
+                                      conv.shortcut_norm)
+        skip = torch.addmm(bias, x, weight.T)
+    return torch.relu(skip + messages)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode BatchNorm of ``z`` updating ``norm``'s running statistics, as the
+    module does; returns the output and the batch mean and inverse std."""
+    momentum = norm.momentum
+    if norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    out, mean, invstd = torch.native_batch_norm(
+        z, norm.weight, norm.bias, norm.running_mean, norm.running_var, True,
+        0.0 if momentum is None else momentum, norm.eps)
+    return out, mean, invstd
+
+
+def _bn_relu_recompute(z: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+                       invstd: Tensor) -> Tensor:
+    a = z.sub(mean).mul_(invstd)
+    if weight is not None:
+        a.mul_(weight)
+    if bias is not None:
+        a.add_(bias)
+    return a.relu_()
+
+
+def _bn_backward(d_a: Tensor, dead: Tensor, z: Tensor, weight: Tensor | None, mean: Tensor,
+                 invstd: Tensor, eps: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """BatchNorm backward from the gradient of relu(bn(z)); ``dead`` marks zero outputs."""
+    d_y = d_a.masked_fill_(dead, 0)
+    d_z, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
+        d_y, z, weight, None, None, mean, invstd, True, eps,
+        [True, weight is not None, weight is not None])
+    return d_z, d_weight, d_bias
+
+
+class _BatchNormReLULinear(torch.autograd.Function):
+    """``linear(relu(bn(z)))``, ``z = own[receivers] + other[senders]`` when ``own`` is given
+    (then only the per-particle ``own``, ``other`` and the indices are saved, not ``z``)."""
+
+    @staticmethod
+    def forward(ctx, z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight,
+                lin_bias, norm):
+        if own is not None:
+            z = own[receivers] + other[senders]
+        y, mean, invstd = _bn_forward(z, norm)
+        out = y.relu_() @ lin_weight.T
+        if lin_bias is not None:
+            out = out + lin_bias
+        if own is None:
+            ctx.save_for_backward(z, None, None, None, None, bn_weight, bn_bias, lin_weight,
+                                  mean, invstd)
+        else:
+            ctx.save_for_backward(None, own, other, receivers, senders, bn_weight, bn_bias,
+                                  lin_weight, mean, invstd)
+        ctx.eps = norm.eps
+        ctx.has_lin_bias = lin_bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        (z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight, mean,
+         invstd) = ctx.saved_tensors
+        if own is not None:
+            z = own[receivers] + other[senders]
+        a = _bn_relu_recompute(z, bn_weight, bn_bias, mean, invstd)
+        # Free each edge-sized temporary as soon as possible: this is about memory.
+        d_lin_weight = d_out.T @ a
+        d_lin_bias = d_out.sum(0) if ctx.has_lin_bias else None
+        dead = a <= 0
+        del a
+        d_z, d_bn_weight, d_bn_bias = _bn_backward(d_out @ lin_weight, dead, z, bn_weight, mean,
+                                                   invstd, ctx.eps)
+        del z, dead
+        d_own = d_other = None
+        if own is not None:
+            d_own = torch.zeros_like(own).index_add_(0, receivers, d_z)
+            d_other = torch.zeros_like(other).index_add_(0, senders, d_z)
+            d_z = None
+        return (d_z, d_own, d_other, None, None, d_bn_weight, d_bn_bias, d_lin_weight,
+                d_lin_bias, None)
+
+
+class _BatchNormReLUMean(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, bn_weight, bn_bias, ptr, norm):
+        y, mean, invstd = _bn_forward(z, norm)
+        from jettag.ops import segment_mean
+
+        out = segment_mean(y.relu_(), ptr)
+        ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd, ptr)
+        ctx.eps = norm.eps
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        z, bn_weight, bn_bias, mean, invstd, ptr = ctx.saved_tensors
+        dead = _bn_relu_recompute(z, bn_weight, bn_bias, mean, invstd) <= 0
+        count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(d_out.dtype).unsqueeze(1)
+        d_a = _library.expand(d_out / count, ptr, z.shape[0])
+        d_z, d_bn_weight, d_bn_bias = _bn_backward(d_a, dead, z, bn_weight, mean, invstd,
+                                                   ctx.eps)
+        return d_z, d_bn_weight, d_bn_bias, None, None
+
+
+def batchnorm_relu_linear(z: Tensor, norm: nn.BatchNorm1d, linear: nn.Linear) -> Tensor:
+    """``linear(relu(norm(z)))`` in training mode, saving only ``z`` for backward.
+
+    The BatchNorm output and the ReLU output (what ``linear`` would save) are recomputed
+    from ``z`` and the batch statistics in the backward pass, halving the activation memory
+    of a (BatchNorm, ReLU, Linear) chain. Running statistics are updated as by the module.
+    In evaluation mode use :func:`fold_batchnorm` instead.
+    """
+    return _BatchNormReLULinear.apply(z, None, None, None, None, norm.weight, norm.bias,
+                                      linear.weight, linear.bias, norm)
+
+
+def batchnorm_relu_mean(z: Tensor, norm: nn.BatchNorm1d, ptr: Tensor) -> Tensor:
+    """``segment_mean(relu(norm(z)), ptr)`` in training mode, saving only ``z`` (and
+    ``ptr``) for backward; see :func:`batchnorm_relu_linear`."""
+    return _BatchNormReLUMean.apply(z, norm.weight, norm.bias, ptr, norm)
+
+
+def edge_conv_train(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
+    """Training-mode forward of a :class:`jettag.nn.edge_conv.EdgeConv` with half the
+    activation memory; same outputs, gradients and running-statistics updates as
+    ``conv.train()(x, pos, ptr)`` (BatchNorm over the real edges).
+
+    Each edge layer saves only its BatchNorm input (:func:`batchnorm_relu_linear`,
+    :func:`batchnorm_relu_mean`), the first not even that: it is re-gathered from the
+    per-particle parts of the first linear map, which is applied per particle. A drop-in
+    for the layer's ``forward`` when ``conv.training`` (``aggr="mean"``; with ``"max"`` the
+    last layer is not recomputed).
+    """
+    from jettag.ops import knn, segment_max
+
+    with torch.no_grad():
+        index, valid = knn(pos.detach(), ptr, conv.k)
+    receivers, slots = valid.nonzero(as_tuple=True)
+    senders = index[receivers, slots]
+    edge_ptr = torch.zeros(x.shape[0] + 1, dtype=torch.int64, device=x.device)
+    torch.cumsum(valid.sum(1), 0, out=edge_ptr[1:])
+    first = conv.linears[0].weight
+    w_i, w_j = first[:, : conv.in_channels], first[:, conv.in_channels:]
+    own, other = (x @ torch.cat([w_i - w_j, w_j]).T).split(conv.channels[0], dim=1)
+    layers = len(conv.norms)
+    if layers > 1:
+        # The first layer's input is re-gathered from the per-particle parts in backward.
+        norm, linear = conv.norms[0], conv.linears[1]
+        h = _BatchNormReLULinear.apply(None, own, other, receivers, senders, norm.weight,
+                                       norm.bias, linear.weight, linear.bias, norm)
+    else:
+        h = own[receivers] + other[senders]
+    for i in range(1, layers - 1):
+        h = batchnorm_relu_linear(h, conv.norms[i], conv.linears[i + 1])
+    if conv.aggr == "mean":
+        messages = batchnorm_relu_mean(h, conv.norms[-1], edge_ptr)
+    else:
+        messages = segment_max(torch.relu(conv.norms[-1](h)), edge_ptr)
+    if conv.shortcut is None:
+        skip = x
+    else:
+        skip = conv.shortcut_norm(conv.shortcut(x))
+    return torch.relu(skip + messages)
+
+
+# --------------------------------------------------------------------------- Lorentz
+
+
+def lorentz_messages_reference(
+    hu: Tensor,
+    hv: Tensor,
+    x: Tensor,
+    ptr: Tensor,
+    w_psi: Tensor,
+    w_e: Tensor,
+    b_e: Tensor,
+    w_m: Tensor,
+    b_m: Tensor,
+    w_x1: Tensor | None = None,
+    b_x1: Tensor | None = None,
+    w_x2: Tensor | None = None,
+    *,
+    clamp: float = 100.0,
+) -> tuple[Tensor, Tensor]:
+    """Plain-PyTorch :func:`lorentz_messages` over the explicit fully connected edge list."""
+    num = hu.shape[0]
+    receiver, sender = reference.fully_connected_edges(ptr)
+    diff = x[receiver] - x[sender]
+    metric = x.new_tensor([1.0, -1.0, -1.0, -1.0])
+    norm = (diff * diff * metric).sum(-1)
+    dot = (x[receiver] * x[sender] * metric).sum(-1)
+
+    def psi(a: Tensor) -> Tensor:
+        return torch.sign(a) * torch.log1p(a.abs())
+
+    z = hu[receiver] + hv[sender] + psi(norm)[:, None] * w_psi[0] + psi(dot)[:, None] * w_psi[1]
+    m = torch.relu(torch.relu(z) @ w_e.T + b_e)
+    m = m * torch.sigmoid(m @ w_m + b_m)[:, None]
+    msum = reference.scatter_sum(m, receiver, num)
+    if w_x1 is None:
+        return msum, x.new_zeros(num, 4)
+    t = torch.relu(m @ w_x1.T + b_x1) @ w_x2
+    shift = (diff * t[:, None]).clamp(-clamp, clamp)
+    return msum, reference.scatter_mean(shift, receiver, num)
+
+
+@custom_op("jettag::lorentz_messages", mutates_args=())
+def _lorentz_messages(
+    hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
+    w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None, w_x2: Tensor | None,
+    clamp: float,
+) -> tuple[Tensor, Tensor]:
+    impl = _library.implementation(hu)
+    return impl.lorentz_messages(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2,
+                                 clamp)
+
+
+@_lorentz_messages.register_fake
+def _(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
+    return torch.empty_like(hu), torch.empty_like(x)
+
+
+@custom_op("jettag::lorentz_messages_backward", mutates_args=())
+def _lorentz_messages_backward(
+    g_msum: Tensor, g_xs: Tensor, hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor,
+    w_psi: Tensor, w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None,
+    b_x1: Tensor | None, w_x2: Tensor | None, clamp: float,
+) -> list[Tensor]:
+    impl = _library.implementation(hu)
+    return impl.lorentz_messages_backward(g_msum.contiguous(), g_xs.contiguous(), hu, hv, x,
+                                          ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2,
+                                          clamp)
+
+
+@_lorentz_messages_backward.register_fake
+def _(g_msum, g_xs, hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
+    tensors = [hu, hv, x, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2]
+    return [hu.new_empty(0) if t is None else torch.empty_like(t) for t in tensors]
+
+
+def _lorentz_setup(ctx, inputs, output) -> None:
+    *tensors, clamp = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.clamp = clamp
+
+
+def _lorentz_backward(ctx, g_msum: Tensor, g_xs: Tensor):
+    hu, hv, x, ptr, *weights = ctx.saved_tensors
+    grads = _lorentz_messages_backward(g_msum, g_xs, hu, hv, x, ptr, *weights, ctx.clamp)
+    phi_x = weights[-3] is not None
+    return (grads[0], grads[1], grads[2], None, *grads[3:8],
+            *(grads[8:11] if phi_x else (None, None, None)), None)
+
+
+_lorentz_messages.register_autograd(_lorentz_backward, setup_context=_lorentz_setup)
+
+
+def lorentz_messages(
+    hu: Tensor,
+    hv: Tensor,
+    x: Tensor,
+    ptr: Tensor,
+    w_psi: Tensor,
+    w_e: Tensor,
+    b_e: Tensor,
+    w_m: Tensor,
+    b_m: Tensor,
+    w_x1: Tensor | None = None,
+    b_x1: Tensor | None = None,
+    w_x2: Tensor | None = None,
+    *,
+    clamp: float = 100.0,
+) -> tuple[Tensor, Tensor]:
+    r"""Fused LGEB pair messages over every jet's fully connected graph (no edge list).
+
+    See the module docstring for the formula. Without ``w_x1`` (a last block) the second
+    output is zeros.
+
+    Args:
+        hu: ``(P, H)`` receiver part of the first :math:`\phi_e` layer (plus its bias).
+        hv: ``(P, H)`` sender part.
+        x: ``(P, 4)`` four-vectors; ptr: ``(B + 1,)`` int64 offsets.
+        w_psi: ``(2, H)`` weights of :math:`\psi(\lVert x_i - x_j\rVert^2)` and
+            :math:`\psi(\langle x_i, x_j\rangle)` in the first layer.
+        w_e, b_e: second :math:`\phi_e` layer ``(H, H)``, ``(H,)``.
+        w_m, b_m: gate ``(H,)``, ``(1,)``.
+        w_x1, b_x1, w_x2: :math:`\phi_x` ``(H, H)``, ``(H,)``, ``(H,)`` or all None.
+        clamp: bound of the elementwise clamp of the coordinate shifts.
+
+    Shapes:
+        - **output:** ``msum`` :math:`(P, H)`, ``xs`` :math:`(P, 4)`
+
+    Example:
+        >>> import torch
+        >>> H = 4
+        >>> hu, hv, x = torch.randn(5, H), torch.randn(5, H), torch.randn(5, 4)
+        >>> ptr = torch.tensor([0, 3, 5])
+        >>> msum, xs = lorentz_messages(hu, hv, x, ptr, torch.randn(2, H), torch.randn(H, H),
+        ...                             torch.zeros(H), torch.randn(H), torch.zeros(1))
+        >>> msum.shape, xs.shape
+        (torch.Size([5, 4]), torch.Size([5, 4]))
+    """
+    hidden = hu.shape[-1]
+    if hu.dim() != 2 or hv.shape != hu.shape or x.shape != (hu.shape[0], 4):
+        raise ValueError(f"hu, hv, x: expected (P, H), (P, H), (P, 4), found "
+                         f"{tuple(hu.shape)}, {tuple(hv.shape)}, {tuple(x.shape)}")
+    expected = {"w_psi": (2, hidden), "w_e": (hidden, hidden), "b_e": (hidden,),
+                "w_m": (hidden,), "b_m": (1,)}
+    given = {"w_psi": w_psi, "w_e": w_e, "b_e": b_e, "w_m": w_m, "b_m": b_m}
+    if w_x1 is not None or b_x1 is not None or w_x2 is not None:
+        expected.update(w_x1=(hidden, hidden), b_x1=(hidden,), w_x2=(hidden,))
+        given.update(w_x1=w_x1, b_x1=b_x1, w_x2=w_x2)
+    for name, shape in expected.items():
+        tensor = given[name]
+        if tensor is None or tuple(tensor.shape) != shape:
+            found = None if tensor is None else tuple(tensor.shape)
+            raise ValueError(f"{name}: expected shape {shape}, found {found}")
+    if dispatch.select(hu) == "reference":
+        return lorentz_messages_reference(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1,
+                                          b_x1, w_x2, clamp=clamp)
+
+    def c(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.contiguous()
+
+    return _lorentz_messages(c(hu), c(hv), c(x), ptr, c(w_psi), c(w_e), c(b_e), c(w_m),
+                             c(b_m), c(w_x1), c(b_x1), c(w_x2), float(clamp))
+
+
+def lgeb_eval(
+    block: Any, h: Tensor, x: Tensor, ptr: Tensor, attr: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Evaluation-mode forward of a :class:`jettag.nn.lorentz.LGEB` on the fully connected
+    graph of every jet, fused; equal to ``block.eval()(h, x, ptr, attr)`` up to rounding.
+
+    A drop-in for the block's ``forward`` when ``not block.training`` and no custom
+    ``edge_index`` is given.
+    """
+    channels = block.channels
+    first = block.phi_e[0].weight
+    scale, shift = _bn_affine(block.phi_e[1], h)
+    folded = first * scale.unsqueeze(1)
+    u, v = folded[:, :channels], folded[:, channels:2 * channels]
+    hu, hv = (h @ torch.cat([u, v]).T).split(block.hidden_channels, dim=1)
+    hu = hu + shift
+    w_psi = folded[:, 2 * channels:].T
+    phi_x: tuple[Tensor | None, ...] = (None, None, None)
+    if block.phi_x is not None:
+        phi_x = (block.phi_x[0].weight, block.phi_x[0].bias, block.phi_x[2].weight[0])
+    msum, xs = lorentz_messages(hu, hv, x, ptr, w_psi, block.phi_e[3].weight,
+                                block.phi_e[3].bias, block.phi_m[0].weight[0],
+                                block.phi_m[0].bias, *phi_x, clamp=block.clamp)
+    if block.phi_x is not None:
+        x = x + block.c_weight * xs
+    parts = [h, msum] if attr is None else [h, msum, attr]
+    return h + block.phi_h(torch.cat(parts, 1)), x

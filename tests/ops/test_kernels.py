@@ -1,0 +1,252 @@
+"""Accelerated primitives against the reference: the fast CPU paths, the Triton kernels (run
+in Triton's interpreter on CPU tensors), the dispatch rules, and a run without Triton."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from jettag import ops
+from jettag.ops import _cpu, _triton, dispatch, reference
+
+# Triton decides at import whether its kernels are interpreted: set before anything imports it.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+F32, F64 = torch.float32, torch.float64
+# Empty jets, single-particle jets, jets smaller and larger than k.
+SIZES = [4, 0, 1, 3, 9, 0, 2, 13]
+
+
+def _ptr(sizes):
+    return torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], dtype=torch.int64)
+
+
+def _data(sizes, channels, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ptr = _ptr(sizes)
+    return torch.randn(int(ptr[-1]), channels, dtype=dtype, generator=gen), ptr
+
+
+def _tol(dtype):
+    return {"atol": 1e-5, "rtol": 1e-5} if dtype == F32 else {"atol": 1e-12, "rtol": 1e-12}
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """Triton kernels in the interpreter, on CPU tensors, through the public ops."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    if not _triton.interpreter_ready():
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set")
+    with dispatch.use_backend("triton"):
+        yield
+
+
+REDUCTIONS = ["segment_sum", "segment_mean", "segment_max", "segment_softmax"]
+
+
+# --------------------------------------------------------------------------- CPU paths
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("name", REDUCTIONS)
+@pytest.mark.parametrize("sizes", [SIZES, [0, 0], [1], [70, 5, 0, 33]])
+def test_cpu_reductions_match_reference(name, dtype, sizes):
+    x, ptr = _data(sizes, 5, dtype)
+    with dispatch.use_backend("cpu"):
+        got = getattr(ops, name)(x, ptr)
+    torch.testing.assert_close(got, getattr(reference, name)(x, ptr), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_cpu_reductions_keep_trailing_dims_and_scatter(dtype):
+    x, ptr = _data(SIZES, 6, dtype)
+    x3 = x.view(-1, 2, 3)
+    with dispatch.use_backend("cpu"):
+        torch.testing.assert_close(ops.segment_max(x3, ptr), reference.segment_max(x3, ptr))
+        index = torch.randint(0, 11, (x.shape[0],), generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(ops.scatter_mean(x, index, 11),
+                                   reference.scatter_mean(x, index, 11), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("k", "include_self"), [(1, False), (3, True), (16, False), (40, True)])
+def test_cpu_knn_equals_reference_exactly(dtype, k, include_self):
+    x, ptr = _data([*SIZES, 41, 37, 12], 4, dtype, seed=3)
+    with dispatch.use_backend("cpu"):
+        index, valid = ops.knn(x, ptr, k, include_self=include_self)
+    ref_index, ref_valid = reference.knn(x, ptr, k, include_self=include_self)
+    assert torch.equal(index, ref_index) and torch.equal(valid, ref_valid)
+
+
+def test_cpu_knn_ties_and_buckets():
+    # Identical points: ties go to the lower index, as the reference's stable sort.
+    x = torch.zeros(4, 2)
+    with dispatch.use_backend("cpu"):
+        assert ops.knn(x, _ptr([4]), 2)[0].tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
+    buckets = _cpu.jet_buckets(torch.tensor([5, 0, 40, 6, 44, 100]))
+    sizes = [torch.tensor([5, 0, 40, 6, 44, 100])[jets].tolist() for jets, _ in buckets]
+    assert sizes == [[5, 6], [40, 44], [100]]
+    assert [length for _, length in buckets] == [6, 44, 100]
+
+
+@pytest.mark.parametrize("name", ["segment_sum", "segment_max", "segment_softmax"])
+def test_cpu_reduction_gradcheck(name):
+    x, ptr = _data(SIZES, 3, F64)
+    x.requires_grad_(True)
+    with dispatch.use_backend("cpu"):
+        assert torch.autograd.gradcheck(lambda t: getattr(ops, name)(t, ptr), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: getattr(ops, name)(t, ptr), (x,))
+
+
+def test_cpu_scatter_gradcheck():
+    x, _ = _data(SIZES, 3, F64)
+    x.requires_grad_(True)
+    index = torch.randint(0, 5, (x.shape[0],), generator=torch.Generator().manual_seed(2))
+    with dispatch.use_backend("cpu"):
+        assert torch.autograd.gradcheck(lambda t: ops.scatter_mean(t, index, 6), (x,))
+
+
+def test_segment_max_gradient_shared_between_ties_as_reference():
+    x = torch.tensor([[1.0], [3.0], [3.0], [2.0]], requires_grad=True)
+    ptr = _ptr([3, 1])
+    with dispatch.use_backend("cpu"):
+        (grad,) = torch.autograd.grad(ops.segment_max(x, ptr).sum(), x)
+    (ref,) = torch.autograd.grad(reference.segment_max(x, ptr).sum(), x)
+    torch.testing.assert_close(grad, ref)
+    assert grad.flatten().tolist() == [0.0, 0.5, 0.5, 1.0]
+
+
+def test_errors_name_the_argument():
+    with dispatch.use_backend("cpu"):
+        with pytest.raises(ValueError, match="last offset"):
+            ops.segment_sum(torch.zeros(3, 2), _ptr([2]))
+        with pytest.raises(ValueError, match="ptr: expected 1-D int64"):
+            ops.segment_max(torch.zeros(3, 2), torch.tensor([0.0, 3.0]))
+        with pytest.raises(ValueError, match="positive"):
+            ops.knn(torch.zeros(2, 2), _ptr([2]), 0)
+        with pytest.raises(ValueError, match="index: expected shape"):
+            ops.scatter_sum(torch.zeros(3, 2), torch.zeros(2, dtype=torch.int64), 4)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_dispatch_rules(monkeypatch):
+    cpu = torch.zeros(1)
+    assert dispatch.get_backend() == "auto"
+    assert dispatch.select(cpu) == "cpu"
+    with dispatch.use_backend("reference"):
+        assert dispatch.select(cpu) == "reference"
+    assert dispatch.select(torch.zeros(1, device="meta")) == "reference"
+    with pytest.raises(ValueError, match="expected one of auto, reference, cpu, triton"):
+        dispatch.set_backend("cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if dispatch.triton_available():
+        with dispatch.use_backend("triton"), pytest.raises(ValueError, match="TRITON_INTERPRET"):
+            dispatch.select(cpu)
+    # Export traces the reference whatever the backend.
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    with dispatch.use_backend("cpu"):
+        assert dispatch.select(cpu) == "reference"
+
+
+_NO_TRITON = """
+import sys
+sys.modules["triton"] = None  # `import triton` raises ImportError
+import torch
+import jettag, jettag.ops as ops
+from jettag.ops import dispatch, fused, _triton, _triton_kernels, reference
+assert not dispatch.triton_available() and not _triton_kernels.HAVE_TRITON
+ptr = torch.tensor([0, 3, 3, 7])
+x = torch.randn(7, 4)
+assert dispatch.select(x) == "cpu"
+assert torch.allclose(ops.segment_softmax(x, ptr), reference.segment_softmax(x, ptr))
+assert torch.equal(ops.knn(x, ptr, 2)[0], reference.knn(x, ptr, 2)[0])
+dispatch.set_backend("triton")
+for call in (lambda: dispatch.select(x), _triton.kernels):
+    try:
+        call()
+    except ImportError as err:  # MissingExtraError
+        assert "jettag[kernels]" in str(err), err
+    except ValueError as err:
+        assert "jettag[kernels]" in str(err), err
+    else:
+        raise AssertionError("no error without triton")
+print("ok")
+"""
+
+
+def test_everything_works_without_triton():
+    res = subprocess.run([sys.executable, "-c", _NO_TRITON], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_triton_reductions_match_reference(triton_interpreter, dtype):
+    x, ptr = _data(SIZES, 5, dtype)
+    for name in REDUCTIONS:
+        torch.testing.assert_close(getattr(ops, name)(x, ptr), getattr(reference, name)(x, ptr),
+                                   **_tol(dtype), msg=name)
+    empty = x[:0]
+    torch.testing.assert_close(ops.segment_sum(empty, _ptr([0, 0])), torch.zeros(2, 5,
+                                                                                dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_triton_scatter_atomics(triton_interpreter, dtype):
+    x, _ = _data(SIZES, 3, dtype)
+    index = torch.randint(0, 6, (x.shape[0],), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(ops.scatter_sum(x, index, 7), reference.scatter_sum(x, index, 7),
+                               **_tol(dtype))
+
+
+@pytest.mark.parametrize(("dtype", "k", "include_self"),
+                         [(F32, 1, False), (F64, 4, True), (F32, 12, False)])
+def test_triton_knn_equals_reference(triton_interpreter, dtype, k, include_self):
+    x, ptr = _data(SIZES, 3, dtype, seed=5)
+    index, valid = ops.knn(x, ptr, k, include_self=include_self)
+    ref_index, ref_valid = reference.knn(x, ptr, k, include_self=include_self)
+    assert torch.equal(index, ref_index) and torch.equal(valid, ref_valid)
+
+
+def test_triton_knn_ties(triton_interpreter):
+    index, valid = ops.knn(torch.zeros(4, 2), _ptr([4]), 2)
+    assert index.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]] and bool(valid.all())
+
+
+def test_triton_reduction_gradients_match_reference(triton_interpreter):
+    x, ptr = _data(SIZES, 3, F64)
+    x.requires_grad_(True)
+    weights = torch.randn_like(x)
+    for name in ["segment_max", "segment_softmax"]:
+        (got,) = torch.autograd.grad((getattr(ops, name)(x, ptr)).square().sum(), x)
+        (ref,) = torch.autograd.grad((getattr(reference, name)(x, ptr)).square().sum(), x)
+        torch.testing.assert_close(got, ref, msg=name)
+    index = torch.randint(0, 4, (x.shape[0],), generator=torch.Generator().manual_seed(6))
+    (got,) = torch.autograd.grad((ops.scatter_sum(x, index, 4) * weights[:4]).sum(), x)
+    torch.testing.assert_close(got, weights[:4][index])
+
+
+@pytest.mark.slow
+def test_triton_reductions_gradcheck(triton_interpreter):
+    x, ptr = _data([3, 0, 1, 4], 2, F64)
+    x.requires_grad_(True)
+    for name in ["segment_sum", "segment_max", "segment_softmax"]:
+        assert torch.autograd.gradcheck(lambda t, n=name: getattr(ops, n)(t, ptr), (x,))
+
+
+def test_triton_float16_computed_in_float32(triton_interpreter):
+    x, ptr = _data(SIZES, 4, F32)
+    got = ops.segment_sum(x.half(), ptr)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), reference.segment_sum(x.half().float(), ptr),
+                               atol=1e-2, rtol=1e-2)
