@@ -21,6 +21,9 @@ _SUBCOMMANDS = (
     "jettag.cli.demo",
     "jettag.cli.data",
     "jettag.cli.generate",
+    "jettag.cli.train",
+    "jettag.cli.evaluate",
+    "jettag.cli.benchmark",
     "jettag.cli.predict",
     "jettag.cli.export",
 )
