@@ -6,20 +6,27 @@ notebook, LorentzNet's ``top/utils.py``) read the Top Quark Tagging HDF5 files w
 processes so that peak memory (max RSS) is measured cleanly:
 
 * ``jettag``: ``jettag.data.open_dataset(path).iter_batches(B)`` -> ``JetBatch`` es
-  (chunked h5py reads, padding removed);
+  (table chunks read piece by piece, by memory map when uncompressed, padding removed);
 * ``pandas``: ``pandas.read_hdf(path, "table")`` -> ``(N, 200, 4)`` float32 array + mask ->
   ``JetBatch`` es built with ``JetBatch.from_padded`` (what a user of the anchors' route
   does to get the same packed jets).
 
-Both yield identical jets (checked on the first batch). The file is built from jets of the
-``top-tagging`` generator: ``--unique`` jets are generated (cached) and written repeatedly
-until the file holds ``--jets`` jets, in the published layout. Repeating jets does not
-change the cost of reading (the layout is fixed-width, uncompressed). Several file sizes
-show whether the reader's peak memory grows with the file.
+Both yield identical jets (momenta, offsets and labels of the first 20,000 jets compared
+exactly; jet and particle totals of every run). Wall time and process CPU time are both
+recorded: on a machine shared with other jobs the CPU time is the steadier measure.
+
+The pandas route is the faster of the two conversions tried: per batch in torch, as here,
+rather than one numpy mask and gather over the whole ``(N, 200, 4)`` array (as
+``convert_top_datasets.py`` does), which took 7.7 s against 4.3 s for 200k jets in one
+pair of runs (load average 4-6). The file is built from jets of the ``top-tagging``
+generator: ``--unique`` jets are generated (cached) and written repeatedly until the file
+holds ``--jets`` jets, in the published layout. Repeating jets does not change the cost of
+reading (the layout is fixed-width, uncompressed). Several file sizes show whether the
+reader's peak memory grows with the file.
 
 Usage::
 
-    python benchmarks/data_io.py --jets 200000 --unique 2000 --out results/data_io
+    python benchmarks/data_io.py --sizes 100000,200000,400000 --unique 400 --out results/data_io
 """
 
 from __future__ import annotations
@@ -36,22 +43,41 @@ from pathlib import Path
 
 import numpy as np
 
-_READ_JETTAG = """
-import sys, time, resource, torch
-from jettag.data import open_dataset
-path, batch_size = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter(); n = 0; p = 0
-for b in open_dataset(path).iter_batches(batch_size):
-    n += len(b); p += b.num_particles
-dt = time.perf_counter() - t0
-print(n, p, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# Peak RSS of this process only: ru_maxrss also counts the parent's memory at fork time on
+# Linux (it survives exec), VmHWM belongs to the process's own address space.
+_PEAK_RSS = """
+import resource
+def peak_rss_kb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
-_READ_PANDAS = """
+_READ_JETTAG = _PEAK_RSS + """
+import sys, time, resource, torch
+from jettag.data import open_dataset
+if sys.argv[1] == "--imports-only":
+    print(peak_rss_kb()); sys.exit()
+path, batch_size = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter(); c0 = time.process_time(); n = 0; p = 0
+for b in open_dataset(path).iter_batches(batch_size):
+    n += len(b); p += b.num_particles
+dt = time.perf_counter() - t0; dc = time.process_time() - c0
+print(n, p, dt, dc, peak_rss_kb())
+"""
+
+_READ_PANDAS = _PEAK_RSS + """
 import sys, time, resource, numpy as np, pandas as pd, torch
 from jettag.data import JetBatch
+if sys.argv[1] == "--imports-only":
+    print(peak_rss_kb()); sys.exit()
 path, batch_size = sys.argv[1], int(sys.argv[2])
-t0 = time.perf_counter()
+t0 = time.perf_counter(); c0 = time.process_time()
 df = pd.read_hdf(path, key="table")
 cols = [f"{c}_{i}" for i in range(200) for c in ("E", "PX", "PY", "PZ")]
 p4 = df[cols].to_numpy(dtype=np.float32).reshape(-1, 200, 4)
@@ -62,16 +88,16 @@ for s in range(0, len(p4), batch_size):
     mask = (chunk != 0).any(-1)
     b = JetBatch.from_padded(chunk, mask, label=torch.from_numpy(label[s:s + batch_size]))
     n += len(b); p += b.num_particles
-dt = time.perf_counter() - t0
-print(n, p, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+dt = time.perf_counter() - t0; dc = time.process_time() - c0
+print(n, p, dt, dc, peak_rss_kb())
 """
 
 
-def _baseline_rss() -> int:
-    code = "import resource, torch, jettag.data, numpy, pandas, h5py; " \
-           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True).stdout)
+def _baseline_rss_mb(code: str) -> float:
+    """Peak RSS of a route's process that stops after its imports."""
+    res = subprocess.run([sys.executable, "-c", code, "--imports-only"], capture_output=True,
+                         text=True, check=True)
+    return int(res.stdout) / 1024
 
 
 def _run(code: str, path: Path, batch_size: int) -> dict:
@@ -79,9 +105,10 @@ def _run(code: str, path: Path, batch_size: int) -> dict:
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"reader process failed:\n{res.stderr}")
-    n, p, dt, rss = res.stdout.split()
-    return {"jets": int(n), "particles": int(p), "seconds": float(dt),
-            "jets_per_s": int(n) / float(dt), "peak_rss_mb": int(rss) / 1024}
+    n, p, dt, dc, rss = res.stdout.split()
+    return {"jets": int(n), "particles": int(p), "seconds": float(dt), "cpu_seconds": float(dc),
+            "jets_per_s": int(n) / float(dt), "jets_per_cpu_s": int(n) / float(dc),
+            "peak_rss_mb": int(rss) / 1024, "load_after": os.getloadavg()[0]}
 
 
 def build_file(path: Path, n_jets: int, unique: int, seed: int) -> None:
@@ -98,18 +125,50 @@ def build_file(path: Path, n_jets: int, unique: int, seed: int) -> None:
             written += len(take)
 
 
+def check_same_jets(path: Path, n: int) -> None:
+    """The first ``n`` jets of both routes are identical (momenta, offsets, labels)."""
+    import pandas as pd
+    import torch
+
+    from jettag.data import JetBatch
+    from jettag.data.formats import open_dataset
+
+    ours = open_dataset(path).read_batch(0, n)
+    df = pd.read_hdf(path, key="table", start=0, stop=n)
+    cols = [f"{c}_{i}" for i in range(200) for c in ("E", "PX", "PY", "PZ")]
+    p4 = torch.from_numpy(df[cols].to_numpy(dtype=np.float32).reshape(-1, 200, 4).copy())
+    theirs = JetBatch.from_padded(p4, (p4 != 0).any(-1),
+                                  label=torch.from_numpy(df["is_signal_new"].to_numpy()))
+    for name in ("p4", "ptr", "label"):
+        if not torch.equal(getattr(ours, name), getattr(theirs, name)):
+            raise RuntimeError(f"{path}: the two routes read different {name} in the first "
+                               f"{n} jets")
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return float(np.median([r[key] for r in runs]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jets", type=int, default=200_000, help="jets in the largest file")
+    parser.add_argument("--sizes", type=str, default=None,
+                        help="comma-separated file sizes in jets (default: jets/4, jets/2, jets)")
     parser.add_argument("--unique", type=int, default=2000, help="generated jets to repeat")
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed runs of each route per file, interleaved (medians reported)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, default=Path("results/data_io"))
     args = parser.parse_args(argv)
 
-    sizes = sorted({max(args.jets // 4, 1), max(args.jets // 2, 1), args.jets})
+    if args.sizes:
+        sizes = sorted({int(x) for x in args.sizes.split(",")})
+    else:
+        sizes = sorted({max(args.jets // 4, 1), max(args.jets // 2, 1), args.jets})
     rows = []
-    base = _baseline_rss() / 1024
+    base = {"jettag": _baseline_rss_mb(_READ_JETTAG), "pandas": _baseline_rss_mb(_READ_PANDAS)}
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             path = Path(tmp) / f"top_{n}.h5"
@@ -117,38 +176,65 @@ def main(argv: list[str] | None = None) -> int:
             build_file(path, n, args.unique, args.seed)
             print(f"built {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
                   f"in {time.perf_counter() - t0:.0f} s", flush=True)
-            ours = _run(_READ_JETTAG, path, args.batch_size)
-            theirs = _run(_READ_PANDAS, path, args.batch_size)
-            if (ours["jets"], ours["particles"]) != (theirs["jets"], theirs["particles"]):
-                raise RuntimeError(f"the two routes read different jets: {ours} vs {theirs}")
-            rows.append({"file_jets": n, "file_mib": path.stat().st_size / 2**20,
-                         "jettag": ours, "pandas": theirs,
-                         "speedup": ours["jets_per_s"] / theirs["jets_per_s"]})
+            check_same_jets(path, min(n, 20_000))
+            runs: dict[str, list[dict]] = {"jettag": [], "pandas": []}
+            for _ in range(args.repeat):
+                runs["jettag"].append(_run(_READ_JETTAG, path, args.batch_size))
+                runs["pandas"].append(_run(_READ_PANDAS, path, args.batch_size))
+            for r in runs["jettag"] + runs["pandas"]:
+                if (r["jets"], r["particles"]) != (n, runs["jettag"][0]["particles"]):
+                    raise RuntimeError(f"the two routes read different jets: {runs}")
+            summary = {}
+            for name, rs in runs.items():
+                summary[name] = {
+                    "jets_per_s": _median(rs, "jets_per_s"),
+                    "jets_per_cpu_s": _median(rs, "jets_per_cpu_s"),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                    "added_rss_mb": max(r["peak_rss_mb"] for r in rs) - base[name],
+                    "runs": rs,
+                }
+            ours, theirs = summary["jettag"], summary["pandas"]
+            rows.append({"file_jets": n, "file_mib": path.stat().st_size / 2**20, **summary,
+                         "speedup": ours["jets_per_s"] / theirs["jets_per_s"],
+                         "speedup_cpu": ours["jets_per_cpu_s"] / theirs["jets_per_cpu_s"]})
             print(f"{n:>8} jets: jettag {ours['jets_per_s']:>9.0f} jets/s, "
                   f"{ours['peak_rss_mb']:.0f} MB | pandas {theirs['jets_per_s']:>9.0f} jets/s, "
-                  f"{theirs['peak_rss_mb']:.0f} MB | speed-up {rows[-1]['speedup']:.1f}x",
+                  f"{theirs['peak_rss_mb']:.0f} MB | speed-up {rows[-1]['speedup']:.1f}x wall, "
+                  f"{rows[-1]['speedup_cpu']:.1f}x CPU | load {os.getloadavg()[0]:.1f}",
                   flush=True)
 
+    load_end = os.getloadavg()
     command = "python benchmarks/data_io.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"command": command.strip(), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "baseline_rss_mb": base,
-              "batch_size": args.batch_size, "rows": rows}
+              "cpus": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+              "load_average_start": load_start, "load_average_end": load_end,
+              "baseline_rss_mb": base, "batch_size": args.batch_size, "repeat": args.repeat,
+              "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data_io.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "| file jets | MiB | jettag jets/s | jettag peak RSS MB | pandas jets/s | "
-        "pandas peak RSS MB | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| file jets | MiB | jettag jets/s | jettag jets/CPU-s | jettag peak RSS MB (+read) | "
+        "pandas jets/s | pandas jets/CPU-s | pandas peak RSS MB (+read) | speed-up (wall) | "
+        "speed-up (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        o, t = r["jettag"], r["pandas"]
         lines.append(
-            f"| {r['file_jets']} | {r['file_mib']:.0f} | {r['jettag']['jets_per_s']:.0f} | "
-            f"{r['jettag']['peak_rss_mb']:.0f} | {r['pandas']['jets_per_s']:.0f} | "
-            f"{r['pandas']['peak_rss_mb']:.0f} | {r['speedup']:.1f}x |")
+            f"| {r['file_jets']} | {r['file_mib']:.0f} | {o['jets_per_s']:.0f} | "
+            f"{o['jets_per_cpu_s']:.0f} | {o['peak_rss_mb']:.0f} (+{o['added_rss_mb']:.0f}) | "
+            f"{t['jets_per_s']:.0f} | {t['jets_per_cpu_s']:.0f} | "
+            f"{t['peak_rss_mb']:.0f} (+{t['added_rss_mb']:.0f}) | {r['speedup']:.1f}x | "
+            f"{r['speedup_cpu']:.1f}x |")
     grow = np.ptp([r["jettag"]["peak_rss_mb"] for r in rows])
     text = (f"# Reading throughput: top-tagging HDF5 -> JetBatch\n\n`{result['command']}`\n\n"
+            f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={result['OMP_NUM_THREADS']}, load average "
+            f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end; medians of "
+            f"{args.repeat} interleaved runs per route (peak RSS: the largest).\n\n"
             + "\n".join(lines)
-            + f"\n\nPeak RSS of a process that only imports the libraries: {base:.0f} MB. "
+            + "\n\nPeak RSS is the process's own high-water mark (VmHWM); (+N) is what reading "
+            f"added to a process of the same route that stops after its imports ("
+            f"{base['jettag']:.0f} MB for jettag, {base['pandas']:.0f} MB for pandas). "
             f"jettag's peak RSS varies by {grow:.0f} MB across file sizes.\n")
     (args.out / "data_io.md").write_text(text)
     print(text)

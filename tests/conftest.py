@@ -1,6 +1,14 @@
-"""Shared pytest configuration: the `gpu` marker skips cleanly on machines without CUDA."""
+"""Shared pytest configuration: Triton kernels in the interpreter by default, and the `gpu`
+marker skips cleanly on machines without CUDA."""
 
 from __future__ import annotations
+
+import os
+
+# Triton decides when it is first imported whether kernels run in its interpreter (on CPU
+# tensors, how CI tests them without a GPU): set before anything can import it. Set
+# TRITON_INTERPRET=0 in the environment to compile the kernels on a CUDA machine instead.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pathlib import Path
 

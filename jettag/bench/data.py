@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Generator recipe of each task.
-TASK_RECIPES: dict[str, str] = {"top": "top-tagging", "qg": "quark-gluon"}
+TASK_RECIPES: dict[str, str] = {"top": "top-tagging", "qg": "quark-gluon", "btag": "b-tagging"}
 #: Split names, in the order of their seed offsets.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -65,7 +65,7 @@ def generated_splits(
     """Generate (or find in the cache) one file per split with the task's recipe.
 
     Args:
-        task: ``"top"`` or ``"qg"``.
+        task: ``"top"``, ``"qg"`` or ``"btag"``.
         sizes: jets per split, e.g. ``{"train": 10000, "val": 2000, "test": 6000}``; each
             class gets ``ceil(n / 2)`` jets (the classes are balanced).
         seed: base seed; split ``s`` uses :func:`split_seed` ``(seed, s)``.

@@ -65,21 +65,33 @@ def _cell(entry: Mapping[str, Any], key: str, seeds: int) -> str:
     return text
 
 
+def _table_metrics(task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Metric keys and column names of a task's table (rejections at its efficiencies)."""
+    from jettag.metrics import TASKS, rejection_key
+
+    efficiencies = TASKS[task].signal_efficiencies if task in TASKS else (0.5, 0.3)
+    if tuple(efficiencies) == (0.5, 0.3):
+        return ("accuracy", "auc", "rejection@0.5", "rejection@0.3"), _COLUMNS
+    keys = ("accuracy", "auc", *(rejection_key(e) for e in efficiencies))
+    columns = (*_COLUMNS[:4], *(f"1/εB (εS = {e:g})" for e in efficiencies), *_COLUMNS[-2:])
+    return keys, columns
+
+
 def format_table(results: Mapping[str, Any]) -> str:
     """The Markdown results table: the baseline row, then one row per tagger."""
     seeds = int(results["budget"]["seeds"])
-    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    metrics, columns = _table_metrics(results["task"])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     base = results["baseline"]["metrics"]
     cells = [results["baseline"]["label"], "0"]
-    for key in ("accuracy", "auc", "rejection@0.5", "rejection@0.3"):
+    for key in metrics:
         cells.append(_cell({"mean": base[key], "bootstrap_std": base.get(f"{key}_std")}, key, 1))
     cells += ["—", "—"]
     lines.append("| " + " | ".join(cells) + " |")
     for entry in results["models"].values():
         summary = entry["summary"]
         cells = [entry["display_name"], f"{entry['parameters']:,}"]
-        cells += [_cell(summary[k], k, seeds)
-                  for k in ("accuracy", "auc", "rejection@0.5", "rejection@0.3")]
+        cells += [_cell(summary[k], k, seeds) for k in metrics]
         train = summary["train_time_s"]
         speed = summary["inference_jets_per_s"]
         cells.append("—" if train["mean"] is None else f"{train['mean']:.0f}")
@@ -162,11 +174,25 @@ def _markdown(results: Mapping[str, Any], plots: list[str]) -> str:
             shown = "not run" if value is None else (
                 f"{value:.4f}" if isinstance(value, float) else str(value))
             lines.append(f"- [{'x' if c['passed'] else ' '}] {c['criterion']}: {shown}")
+    if results.get("cost"):
+        from jettag.bench.btag import format_cost_table
+
+        lines += ["", "## Cost per jet", "", format_cost_table(results["cost"])]
     if plots:
         lines += ["", "ROC curves (test jets, first seed): " + ", ".join(
             f"[{p}]({p})" for p in plots) + "."]
-    lines += ["", _published_section(results["task"]), ""]
+    if results["task"] in DATASETS:
+        lines += ["", _published_section(results["task"])]
+    lines.append("")
     return "\n".join(lines)
+
+
+def _largest_rejection(labels: np.ndarray, scores: np.ndarray) -> float:
+    from jettag.metrics import roc_curve
+
+    rejection = roc_curve(labels, scores).rejection
+    finite = rejection[np.isfinite(rejection)]
+    return float(finite.max()) if finite.size else 10.0
 
 
 def write_report(
@@ -188,14 +214,17 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     title = f"{results['title']}: {results['data']['jets']['test']:,} test jets"
+    # headroom above the curves for the legend
+    top = max((_largest_rejection(y, s) for y, s in curves.values()), default=10.0)
     try:
         for suffix in ("png", "pdf"):
-            written[f"roc_{suffix}"] = plot_roc(dict(curves), out / f"roc.{suffix}", title=title)
+            written[f"roc_{suffix}"] = plot_roc(dict(curves), out / f"roc.{suffix}", title=title,
+                                                ylim=(1.0, 30.0 * top))
         results["roc_plot"] = ["roc.png", "roc.pdf"]
     except ImportError as err:
         results["roc_plot"] = f"not drawn: {err}"
     plots = results["roc_plot"] if isinstance(results["roc_plot"], list) else []
-    results["published"] = {
+    results["published"] = None if results["task"] not in DATASETS else {
         "note": "PUBLISHED results on the REFERENCE dataset, not results of this benchmark",
         "dataset": DATASETS[results["task"]],
         "rows": [asdict(r) for r in PUBLISHED.get(results["task"], ())],

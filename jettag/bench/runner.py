@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import multiprocessing as mp
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ __all__ = [
     "METRICS",
     "PRESETS",
     "PRESET_MODELS",
+    "TASK_METRICS",
+    "TASK_MODELS",
     "Budget",
     "acceptance_check",
     "resolve_models",
@@ -52,10 +56,21 @@ DISPLAY_NAMES: dict[str, str] = {
     "rpcn": "rPCN",
     "rpcn-irc": "IRC-safe rPCN",
     "lorentznet": "LorentzNet",
+    "track-pfn": "PFN (tracks)",
+    "vector-pfn": "Vector PFN",
+    "tensor-pfn": "Tensor PFN",
 }
+
+#: Default taggers of the tasks that have their own (the b-taggers read track fields that
+#: only the b-tagging data has); the others use :data:`DEFAULT_MODELS`.
+TASK_MODELS: dict[str, tuple[str, ...]] = {"btag": ("track-pfn", "vector-pfn", "tensor-pfn")}
 
 #: Metrics of the results table (keys of :func:`jettag.metrics.summary`).
 METRICS: tuple[str, ...] = ("accuracy", "auc", "rejection@0.5", "rejection@0.3")
+#: ... of the tasks whose rejections are at other signal efficiencies.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "btag": ("accuracy", "auc", "rejection@0.7", "rejection@0.85"),
+}
 
 
 @dataclass(frozen=True)
@@ -81,10 +96,12 @@ class Budget:
                 raise ValueError(f"--{name}: expected a positive integer, found {value!r}")
 
 
-#: Budgets per task. ``default`` finishes in about 15 minutes on two quiet CPU cores,
-#: generation included (the quark/gluon recipe generates about 5 times fewer jets per
-#: second than the top recipe, hence its smaller default); ``acceptance`` is the issue's
-#: check (20k training jets); ``tiny`` is for smoke tests.
+#: Budgets per task. ``default`` takes about 15 minutes on two quiet CPU cores, generation
+#: included: measured for top tagging, 750 CPU-seconds of training and testing with one
+#: torch thread plus about 470 CPU-seconds of generation (two workers, about 4 minutes; the
+#: quark/gluon recipe generates about 5 times fewer jets per second, hence its smaller
+#: default). ``acceptance`` is the issue's check (20k training jets); ``tiny`` is for smoke
+#: tests.
 PRESETS: dict[str, dict[str, Budget]] = {
     "top": {
         "tiny": Budget(400, 200, 400, epochs=1),
@@ -98,6 +115,16 @@ PRESETS: dict[str, dict[str, Budget]] = {
         "acceptance": Budget(20_000, 4_000, 10_000, epochs=10),
         "large": Budget(100_000, 20_000, 50_000, epochs=20, seeds=3),
     },
+    # b-tagging: the generator makes about 60 jets per CPU-second, so ``default`` (34k jets)
+    # costs about 10 CPU-minutes of generation, and training the three b-taggers over three
+    # seeds about 25 CPU-minutes with one torch thread (TensorPFN dominates; see
+    # benchmarks/README.md for the measured numbers).
+    "btag": {
+        "tiny": Budget(200, 100, 200, epochs=1),
+        "default": Budget(20_000, 4_000, 10_000, epochs=3, seeds=3),
+        "acceptance": Budget(20_000, 4_000, 10_000, epochs=3, seeds=3),
+        "large": Budget(100_000, 20_000, 50_000, epochs=10, seeds=3),
+    },
 }
 
 #: Models each preset selects (``None``: :data:`DEFAULT_MODELS` that are available).
@@ -108,7 +135,7 @@ PRESET_MODELS: dict[str, tuple[str, ...] | None] = {
     "large": None,
 }
 
-_TITLES = {"top": "Top tagging", "qg": "Quark/gluon tagging"}
+_TITLES = {"top": "Top tagging", "qg": "Quark/gluon tagging", "btag": "b-tagging"}
 #: A tagger "clearly" beats the baseline when its AUC is higher by more than this many
 #: combined standard deviations ...
 ACCEPTANCE_SIGMAS = 3.0
@@ -135,7 +162,7 @@ def resolve_models(task: str, models: Sequence[str] | str | None) -> list[str]:
     configured = [m for m, t in available_configs() if t == task]
     usable = [m for m in configured if m in jettag.models.available()]
     if models is None or models == "default":
-        return [m for m in DEFAULT_MODELS if m in usable]
+        return [m for m in TASK_MODELS.get(task, DEFAULT_MODELS) if m in usable]
     if models == "all":
         return usable
     names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models)]
@@ -225,7 +252,12 @@ def _train_one(
     out: Path,
     bootstrap: int,
     progress: bool,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
+    """Train, test and score one (tagger, seed); ``wrap`` replaces the built model (e.g. by
+    another implementation with the same initial weights), ``label`` names its run
+    directory (default: the tagger's name)."""
     from jettag.configs import load_config
     from jettag.metrics import summary
     from jettag.train import fit, load_weights, predict, seed_everything
@@ -243,11 +275,15 @@ def _train_one(
         s: InMemoryJets(chunks[s], x_fields=inputs.x_fields, dtype=dtype, transform=transform)
         for s in SPLITS
     }
-    config = run.train_config(extra={"data_files": data_info["files"],
-                                     "data_jets": data_info["jets"]})
-    run_dir = out / "runs" / name / f"seed{seed}-{config.config_hash()[:8]}"
+    extra = {"data_files": data_info["files"], "data_jets": data_info["jets"]}
+    if label is not None:
+        extra["implementation"] = label
+    config = run.train_config(extra=extra)
+    run_dir = out / "runs" / (label or name) / f"seed{seed}-{config.config_hash()[:8]}"
     seed_everything(seed)
     model = run.build_model()
+    if wrap is not None:
+        model = wrap(model)
     parameters = sum(p.numel() for p in model.parameters())
     started = time.perf_counter()
     result = fit(model, datasets["train"], datasets["val"], config, out_dir=run_dir)
@@ -277,9 +313,29 @@ def _train_one(
     }
 
 
-def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _train_one_in_process(threads: int | None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`_train_one` in a worker process with ``threads`` torch threads."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return _train_one(*args, **kwargs)
+
+
+def _resolve_jobs(jobs: int | None, runs: int) -> int:
+    if jobs is None:
+        jobs = os.cpu_count() or 1
+    if jobs < 1:
+        raise ValueError(f"--jobs: expected a positive number of processes, found {jobs}")
+    return max(1, min(jobs, runs))
+
+
+def _process_pool(jobs: int) -> ProcessPoolExecutor:
+    # spawn, not fork: forking a process whose OpenMP thread pool has run can hang the child
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+
+def _aggregate(runs: list[dict[str, Any]], metrics: Sequence[str] = METRICS) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in METRICS:
+    for key in metrics:
         values = np.array([r["metrics"][key] for r in runs], dtype=np.float64)
         boot = [r["metrics"].get(f"{key}_std") for r in runs]
         boot = [b for b in boot if b is not None and np.isfinite(b)]
@@ -333,6 +389,10 @@ def acceptance_check(results: dict[str, Any]) -> dict[str, Any]:
             "value": auc,
             "passed": bool(auc > base_auc + margin),
         })
+    if results["task"] == "btag":
+        from jettag.bench.btag import btag_criteria
+
+        criteria += btag_criteria(results)
     if results["task"] == "top":
         entry = results["models"].get("particlenet-lite")
         auc = None if entry is None else entry["summary"]["auc"]["mean"]
@@ -370,6 +430,8 @@ def run_benchmark(
     progress: bool = True,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    jobs: int | None = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run a benchmark and write its report to ``out``.
 
@@ -381,7 +443,8 @@ def run_benchmark(
     resumes (finished runs are not retrained).
 
     Args:
-        task: ``"top"`` or ``"qg"``.
+        task: ``"top"``, ``"qg"`` or ``"btag"`` (which also writes the cost table of
+            :func:`jettag.bench.btag.cost_table`).
         budget: jets per split, epochs, seeds.
         out: output directory.
         models: see :func:`resolve_models`.
@@ -398,6 +461,11 @@ def run_benchmark(
         progress: progress bars and log lines.
         command: the command line, recorded (default: ``sys.argv``).
         log: where log lines go (default: print to stderr when ``progress``).
+        jobs: trainings run at the same time, each in its own process (``None``: one per
+            CPU, at most the number of runs). Results do not depend on it: every run is
+            seeded; train times and inference rates are then measured side by side.
+        threads: torch threads of each parallel process (default: torch's choice in the
+            process; one thread per process is best when ``jobs`` equals the CPUs).
 
     Returns:
         The results (what ``results.json`` holds).
@@ -429,31 +497,53 @@ def run_benchmark(
         baseline, chunks["val"], chunks["test"], task, bootstrap=bootstrap, seed=0)
     log(f"baseline {baseline.label}: AUC {baseline_metrics['auc']:.4f}")
     total = len(names) * budget.seeds
+    jobs = _resolve_jobs(jobs, total)
     models_out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    k = 0
-    for name in names:
-        runs = []
-        for seed in range(budget.seeds):
-            k += 1
+    tasks = [(name, seed) for name in names for seed in range(budget.seeds)]
+    kwargs = {"budget": budget, "overrides": overrides, "data_info": data_info, "out": out,
+              "bootstrap": bootstrap}
+    finished: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def done(k: int, name: str, seed: int, run: dict[str, Any]) -> None:
+        finished[(name, seed)] = run
+        log(f"[{k}/{total}] {name} seed {seed}: test AUC {run['metrics']['auc']:.4f}, "
+            f"accuracy {run['metrics']['accuracy']:.4f}, trained in "
+            f"{run['train_time_s']:.0f} s")
+
+    if jobs == 1:
+        for k, (name, seed) in enumerate(tasks, 1):
             log(f"[{k}/{total}] {name} seed {seed}: training on {len(chunks['train'])} jets "
                 f"for {budget.epochs} epoch(s)")
-            run = _train_one(name, task, seed, chunks, budget=budget, overrides=overrides,
-                             data_info=data_info, out=out, bootstrap=bootstrap,
-                             progress=progress)
-            labels, scores = run.pop("_scores")
-            if seed == 0:
-                curves[name] = (labels, scores)
-            log(f"[{k}/{total}] {name} seed {seed}: test AUC {run['metrics']['auc']:.4f}, "
-                f"accuracy {run['metrics']['accuracy']:.4f}, trained in "
-                f"{run['train_time_s']:.0f} s")
-            runs.append(run)
+            done(k, name, seed, _train_one(name, task, seed, chunks, progress=progress,
+                                           **kwargs))
+    else:
+        log(f"running {total} trainings in {jobs} parallel processes of "
+            f"{torch.get_num_threads() if threads is None else threads} torch thread(s) each "
+            f"(per-run progress bars off)")
+        done_count = 0
+        with _process_pool(jobs) as pool:
+            futures = {
+                pool.submit(_train_one_in_process, threads, name, task, seed, chunks,
+                            progress=False, **kwargs): (name, seed)
+                for name, seed in tasks
+            }
+            for future in as_completed(futures):
+                name, seed = futures[future]
+                done_count += 1
+                done(done_count, name, seed, future.result())
+    for name in names:
+        runs = [finished[(name, seed)] for seed in range(budget.seeds)]
+        labels, scores = runs[0]["_scores"]
+        curves[name] = (labels, scores)
+        for run in runs:
+            run.pop("_scores")
         models_out[name] = {
             "display_name": DISPLAY_NAMES.get(name, name),
             "parameters": runs[0]["parameters"],
             "config": runs[0]["config"],
             "runs": runs,
-            "summary": _aggregate(runs),
+            "summary": _aggregate(runs, TASK_METRICS.get(task, METRICS)),
         }
     results: dict[str, Any] = {
         "benchmark": task,
@@ -472,7 +562,8 @@ def run_benchmark(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads() if jobs == 1 else threads,
+            "parallel_runs": jobs,
             "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         },
@@ -486,6 +577,12 @@ def run_benchmark(
         "models": models_out,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
+    if task == "btag":
+        from jettag.bench.btag import cost_table
+
+        log("cost: timing the b-taggers and the e3nn comparison block on the test jets")
+        results["cost"] = cost_table({n: models_out[n]["config"] for n in names},
+                                     chunks["test"], display_names=DISPLAY_NAMES)
     results["check"] = acceptance_check(results) if check else None
     curves_all = {baseline.label: (chunks["test"].label, baseline_scores)}
     curves_all.update({DISPLAY_NAMES.get(n, n): c for n, c in curves.items()})

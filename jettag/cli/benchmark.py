@@ -1,4 +1,4 @@
-"""``jettag benchmark top|qg``: train and compare taggers against a cut-based baseline.
+"""``jettag benchmark top|qg|btag``: train and compare taggers against a cut-based baseline.
 
 ::
 
@@ -7,8 +7,10 @@
     jettag benchmark qg --models pfn,efn --seeds 3 --epochs 10 --train-jets 50000
     jettag benchmark top --data-dir ~/data/toptagging --train-jets 1200000 --epochs 20
     jettag benchmark top --tiny                           # smoke test (seconds)
+    jettag benchmark btag --threads 1                     # b-taggers, 3 seeds, cost table
 
-The same command is ``python benchmarks/top_tagging.py ...`` / ``benchmarks/quark_gluon.py``.
+The same command is ``python benchmarks/top_tagging.py ...`` / ``benchmarks/quark_gluon.py``
+/ ``benchmarks/b_tagging.py``.
 See :mod:`jettag.bench` and ``benchmarks/README.md``.
 """
 
@@ -27,13 +29,15 @@ presets (jets per split: train/val/test; epochs; seeds):
 {presets}
 Budget flags replace the preset's values. Default taggers: {models} (those that are
 available; ParticleNet and LorentzNet are left out of the default for their CPU cost; add
-them with --models, or run every configured one with --models all).
+them with --models, or run every configured one with --models all). btag runs its own
+taggers (track-pfn, vector-pfn, tensor-pfn) with every preset, and adds a cost table (time
+per jet, parameters) with the full-SO(3) e3nn block for comparison.
 
-data: by default jets are generated with the task's recipe (top-tagging or quark-gluon), a
-seed per split so the splits never overlap, and cached ($JETTAG_DATA or ~/.cache/jettag):
-a second run with the same budget generates nothing. --data-dir DIR reads a dataset instead:
-train/val/test files or subdirectories (train.h5, val.h5, test.h5 of the top-tagging
-dataset), the first --train-jets/--val-jets/--test-jets jets of each.
+data: by default jets are generated with the task's recipe (top-tagging, quark-gluon or
+b-tagging), a seed per split so the splits never overlap, and cached ($JETTAG_DATA or
+~/.cache/jettag): a second run with the same budget generates nothing. --data-dir DIR
+reads a dataset instead: train/val/test files or subdirectories (train.h5, val.h5, test.h5
+of the top-tagging dataset), the first --train-jets/--val-jets/--test-jets jets of each.
 
 outputs (--out): results.md and results.json (table: accuracy, AUC, rejections at the task's
 signal efficiencies, parameters, training time, inference rate; the baseline; the published
@@ -48,7 +52,7 @@ def _epilog() -> str:
     rows = []
     for task, presets in PRESETS.items():
         for name, b in presets.items():
-            rows.append(f"  {task:3s} {name:10s} {b.train_jets}/{b.val_jets}/{b.test_jets}; "
+            rows.append(f"  {task:4s} {name:10s} {b.train_jets}/{b.val_jets}/{b.test_jets}; "
                         f"{b.epochs} epoch(s); {b.seeds} seed(s)")
     return _EPILOG.format(presets="\n".join(rows), models=", ".join(DEFAULT_MODELS))
 
@@ -58,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, task: str | None = None) -
     from jettag.bench import PRESETS
 
     if task is None:
-        parser.add_argument("task", choices=sorted(PRESETS), help="top or qg")
+        parser.add_argument("task", choices=sorted(PRESETS), help="top, qg or btag")
     else:
         parser.set_defaults(task=task)
     parser.add_argument("--preset", choices=("tiny", "default", "acceptance", "large"),
@@ -92,9 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, task: str | None = None) -
                         "acceptance); exit code 1 when they fail")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output directory (default: results/benchmark-TASK[-PRESET])")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="trainings run in parallel, one process each (default: one per "
+                        "CPU); results do not depend on it")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's choice; on a busy machine "
-                        "1 avoids threads waiting for each other)")
+                        help="torch CPU threads per training (default: 1 with parallel "
+                        "trainings, else torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     parser.set_defaults(func=run_command)
 
@@ -103,7 +110,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``benchmark`` command to the ``jettag`` sub-parsers."""
     parser = subparsers.add_parser(
         "benchmark",
-        help="train and compare taggers on top tagging or quark/gluon (with a baseline)",
+        help="train and compare taggers on top tagging, quark/gluon or b-tagging (with a "
+        "baseline)",
         description="Train the selected taggers over several seeds with a stated budget, on "
         "generated jets (default) or a dataset directory, and write a results table, ROC "
         "curves, a cut-based baseline and, separately, the published reference numbers.",
@@ -122,6 +130,7 @@ def run_command(args: argparse.Namespace, *, command: str | None = None) -> int:
 
     from jettag.bench import PRESET_MODELS, PRESETS, run_benchmark
     from jettag.bench.report import format_table
+    from jettag.bench.runner import TASK_MODELS
 
     if args.threads is not None:
         if args.threads < 1:
@@ -132,7 +141,10 @@ def run_command(args: argparse.Namespace, *, command: str | None = None) -> int:
     changes = {k: getattr(args, k) for k in ("train_jets", "val_jets", "test_jets", "epochs",
                                              "seeds") if getattr(args, k) is not None}
     budget = replace(budget, **changes)
-    models = args.models if args.models is not None else PRESET_MODELS[args.preset]
+    if args.models is not None:
+        models = args.models
+    else:  # a task with its own taggers runs them with every preset
+        models = None if args.task in TASK_MODELS else PRESET_MODELS[args.preset]
     check = args.check or args.preset == "acceptance"
     suffix = "" if args.preset == "default" else f"-{args.preset}"
     out = args.out if args.out is not None else Path("results") / f"benchmark-{args.task}{suffix}"
@@ -140,7 +152,8 @@ def run_command(args: argparse.Namespace, *, command: str | None = None) -> int:
         args.task, budget=budget, out=out, models=models, data_dir=args.data_dir,
         data_seed=args.data_seed, workers=args.workers, cache_dir=args.cache_dir,
         bootstrap=args.bootstrap, overrides=args.overrides, check=check, preset=args.preset,
-        progress=not args.quiet, command=command,
+        progress=not args.quiet, command=command, jobs=args.jobs,
+        threads=args.threads if args.threads is not None else 1,
     )
     print(format_table(results))
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}"

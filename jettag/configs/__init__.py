@@ -3,7 +3,7 @@
 Each file ``<model>-<task>.yaml`` in this directory describes one training run::
 
     name: particlenet-lite        # jettag.models.create name
-    task: top                     # "top" or "qg" (jettag.metrics.TASKS)
+    task: top                     # "top", "qg" or "btag" (jettag.metrics.TASKS)
     description: one line
     model: {...}                  # keyword arguments of jettag.models.create(name, ...)
     train: {...}                  # fields of jettag.train.TrainConfig (all but task, extra)
@@ -63,7 +63,7 @@ DATA_DEFAULTS: dict[str, Any] = {
 
 _SECTIONS = ("model", "train", "data")
 _TOP_LEVEL = ("name", "task", "description", *_SECTIONS)
-_TASKS = ("top", "qg")
+_TASKS = ("top", "qg", "btag")
 # TrainConfig fields the run sets itself: the task comes from the top level, ``extra``
 # records the model and data options (so a resume with other ones is refused).
 _TRAIN_RESERVED = ("task", "extra")

@@ -4,15 +4,18 @@ The authors of LorentzNet (arXiv:2201.08187) released weights trained on the Top
 Tagging Reference Dataset (``logs/top/pretrained/best-val-model.pt``) and on the Pythia
 quark/gluon dataset (``logs/qg/pretrained/best-val-model.pt``). They are state dicts of their
 ``LorentzNet`` module saved from DistributedDataParallel (keys prefixed ``module.``). The
-importer maps them onto :class:`jettag.models.lorentznet.LorentzNet` and sets the model up
+importer maps them onto :class:`jettag.models.lorentznet.LorentzNet`, sets the model up
 to prepare its inputs as the authors' data pipeline did, so that it runs on a ``JetBatch``
-of constituent four-momenta (GeV):
+of constituent four-momenta (GeV), and returns it wrapped in a :class:`~jettag.hub.Tagger`
+(``tagger.model`` is the LorentzNet):
 
 - top: two beam particles, scalars from the constituent masses (the training constituents,
-  Delphes E-flow objects, are massless: feed massless constituents);
+  Delphes E-flow objects, are massless: the tagger's input preprocessing makes every
+  constituent massless, ``massless=True``); classes ``QCD``, ``top``;
 - quark/gluon: no beams, one-hot |PDG id| scalars, four-momenta rebuilt from (pT, y, phi)
   and the PDG mass; the id is read from ``JetBatch.x[:, 0]`` (e.g.
-  ``JetBatch.from_awkward(jets, x_fields=["part_pid"])``).
+  ``JetBatch.from_awkward(jets, x_fields=["part_pid"])``; the tagger reads the field
+  ``part_pid``); classes ``gluon``, ``quark``.
 
 Both were trained and evaluated with a readout that averages over the padded length of the
 batch, which the imported model reproduces by default (``readout="padded_mean"`` with a
@@ -21,8 +24,8 @@ batch-wise padding exactly).
 
 Example:
     >>> from jettag.hub.lorentznet import load_lorentznet_release
-    >>> model = load_lorentznet_release("best-val-model.pt")  # doctest: +SKIP
-    >>> logits = model(jets)  # doctest: +SKIP
+    >>> tagger = load_lorentznet_release("best-val-model.pt")  # doctest: +SKIP
+    >>> tagger.predict(jets).score  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jettag.hub.tagger import Tagger
 from jettag.models.lorentznet import LorentzNet, Readout, default_config
 
 __all__ = ["RELEASE_PAD_TO", "load_lorentznet_release", "release_to_jettag_state_dict"]
@@ -61,6 +65,11 @@ _KEY_MAP: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 _NUM_SCALARS_TO_TASK = {2: "top", 8: "qg"}
+# Per task: class names (label order of the authors' datasets) and input preprocessing.
+_TASK_TAGGER: dict[str, tuple[tuple[str, str], dict[str, Any]]] = {
+    "top": (("QCD", "top"), {"massless": True}),
+    "qg": (("gluon", "quark"), {"x_fields": ["part_pid"]}),
+}
 
 
 def release_to_jettag_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -101,8 +110,8 @@ def load_lorentznet_release(
     readout: Readout = "padded_mean",
     pad_to: int | str | None = "release",
     map_location: str | torch.device = "cpu",
-) -> LorentzNet:
-    """Build a jettag :class:`LorentzNet` from a LorentzNet-release checkpoint.
+) -> Tagger:
+    """Build a jettag :class:`LorentzNet` from a LorentzNet-release checkpoint, as a ``Tagger``.
 
     The architecture (scalars, hidden width, blocks, classes) is read from the tensor
     shapes; the task from the number of input scalars (2: top tagging with beams, 8: quark/
@@ -122,7 +131,9 @@ def load_lorentznet_release(
         map_location: where to load the tensors.
 
     Returns:
-        The model, in evaluation mode, with inputs prepared as the task's training data.
+        A :class:`~jettag.hub.Tagger` in evaluation mode (``tagger.model`` is the
+        LorentzNet, inputs prepared as the task's training data): classes ``QCD, top`` with
+        massless constituents (top), or ``gluon, quark`` reading ``part_pid`` (qg).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -132,10 +143,10 @@ def load_lorentznet_release(
     Example:
         >>> import torch
         >>> from jettag.data import JetBatch
-        >>> model = load_lorentznet_release("lorentznet-release_top_best-val-model.pt")
+        >>> tagger = load_lorentznet_release("lorentznet-release_top_best-val-model.pt")
         ... # doctest: +SKIP
         >>> p4 = torch.tensor([[50.0, 30, 0, 40], [130, 50, 120, 0], [25, 0, 7, 24]])
-        >>> model(JetBatch.from_counts(p4, [2, 1])).softmax(-1)[:, 1]  # doctest: +SKIP
+        >>> tagger.predict(JetBatch.from_counts(p4, [2, 1])).score  # doctest: +SKIP
     """
     state, source = _read_state_dict(path_or_state_dict, map_location)
     try:
@@ -174,7 +185,18 @@ def load_lorentznet_release(
             f"blocks; " + "; ".join(problems)
         )
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    model.eval()
+    classes, inputs = _TASK_TAGGER[task]
+    return Tagger.from_model(
+        model,
+        architecture="lorentznet",
+        config={"readout": readout, "pad_to": pad_to, **config},
+        class_names=classes,
+        signal=classes[1],
+        inputs=inputs,
+        name=f"lorentznet-release-{task}",
+        card={"summary": f"LorentzNet-release {task} checkpoint imported from {source}"},
+    )
 
 
 def _read_state_dict(

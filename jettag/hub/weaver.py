@@ -4,9 +4,10 @@ weaver-core (https://github.com/hqucms/weaver-core) stores ParticleNet as channe
 convolutions on padded jets; the published Particle Transformer repository
 (jet-universe/particle_transformer) wraps it in a module whose state-dict keys start with
 ``mod.``. The importer reads such a state dict, infers the architecture from the tensor
-shapes and returns the equivalent jettag model, whose outputs on packed jets equal
+shapes and returns the equivalent jettag model wrapped in a :class:`~jettag.hub.Tagger`
+(class names, input preprocessing, ``predict``, ``save``), whose outputs on packed jets equal
 weaver-core's on the same jets padded (evaluation mode, jets with more than ``k``
-particles).
+particles). The model itself is ``tagger.model``.
 
 :func:`to_weaver_state_dict` goes the other way, for running a jettag model in weaver-core
 (or its ONNX export pipeline).
@@ -17,8 +18,8 @@ Example:
     >>> state = to_weaver_state_dict(particlenet_lite(num_classes=10), prefix="mod.")
     >>> state["mod.edge_convs.0.convs.0.weight"].shape
     torch.Size([32, 14, 1, 1])
-    >>> model = load_weaver_particlenet(state)
-    >>> model.block_params, model.num_classes
+    >>> tagger = load_weaver_particlenet(state)
+    >>> tagger.model.block_params, tagger.num_classes
     (((7, (32, 32, 32)), (7, (64, 64, 64))), 10)
 """
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from jettag.hub.tagger import Tagger
 from jettag.models.particlenet import (
     LITE_BLOCKS,
     PARTICLENET_BLOCKS,
@@ -47,6 +49,14 @@ __all__ = ["load_weaver_particlenet", "to_weaver_state_dict"]
 # Prefixes added around weaver-core's ParticleNet: the Particle Transformer repository's
 # wrapper (``mod.``) and DistributedDataParallel (``module.``).
 _PREFIXES = ("module.", "mod.")
+
+#: Class names of the published datasets, by the prefix of ParticleNet's feature set and the
+#: number of classes (outputs in label order).
+DATASET_CLASSES: dict[tuple[str, int], tuple[str, ...]] = {
+    ("top-tagging", 2): ("QCD", "top"),
+    ("quark-gluon", 2): ("gluon", "quark"),
+    ("jetclass", 10): ("QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"),
+}
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 # weaver-core key pattern -> jettag key template and whether the tensor is a 1x1 convolution
@@ -75,9 +85,12 @@ def load_weaver_particlenet(
     dropout: float = 0.1,
     inputs: Callable[[JetBatch], tuple[Tensor, Tensor]] | str | None = None,
     x_names: Sequence[str] | None = None,
+    x_fields: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    signal: str | int | None = None,
     map_location: str | torch.device = "cpu",
-) -> ParticleNet:
-    """Build a jettag ParticleNet from weaver-core ``ParticleNet`` weights.
+) -> Tagger:
+    """Build a jettag ParticleNet from weaver-core ``ParticleNet`` weights, as a ``Tagger``.
 
     The architecture (EdgeConv blocks and their widths, input features, input BatchNorm,
     fusion block, hidden layers, classes) is read from the tensor shapes. The number of
@@ -93,11 +106,20 @@ def load_weaver_particlenet(
         inputs, x_names: how the model builds its inputs from a ``JetBatch``, as in
             :class:`~jettag.models.particlenet.ParticleNet`: e.g. ``"jetclass:kin"`` for
             the Particle Transformer repository's ``ParticleNet_kin.pt``. Default: none
-            (use ``forward_tensors``).
+            (use ``tagger.model.forward_tensors``).
+        x_fields: per-particle fields of the canonical awkward layout that fill
+            ``JetBatch.x`` (the tagger's input preprocessing); default: ``x_names``, each
+            prefixed with ``part_`` unless it already is.
+        class_names: names of the outputs; default: the dataset's classes when ``inputs``
+            names a feature set of the top-tagging, quark/gluon or JetClass data and the
+            number of outputs fits (:data:`DATASET_CLASSES`), else ``class_0, ...``.
+        signal: the signal class of a two-class tagger (default: the second).
         map_location: where to load the tensors.
 
     Returns:
-        The model in evaluation mode.
+        A :class:`~jettag.hub.Tagger` in evaluation mode (``tagger.model`` is the
+        ParticleNet). It can be saved with ``tagger.save`` when ``inputs`` is a feature-set
+        name or ``None``, not a callable.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -148,10 +170,35 @@ def load_weaver_particlenet(
             f"{source}: expected a weaver-core ParticleNet state dict; " + "; ".join(problems)
         )
     model.load_state_dict(mapped, strict=True)
-    return model.eval()
+    model.eval()
+    if x_fields is None:
+        x_fields = [n if n.startswith("part_") else f"part_{n}" for n in (x_names or ())]
+    if class_names is None and isinstance(inputs, str):
+        class_names = DATASET_CLASSES.get((inputs.split(":")[0], model.num_classes))
+    saveable = inputs is None or isinstance(inputs, str)
+    rebuild = {
+        "input_dims": model.input_dims,
+        "num_classes": model.num_classes,
+        "blocks": [[k, list(widths)] for k, widths in model.block_params],
+        "fc": [[width, drop] for width, drop in model.fc_params],
+        "use_fusion": model.use_fusion,
+        "use_fts_bn": model.use_fts_bn,
+        "inputs": inputs,
+        "x_names": None if x_names is None else list(x_names),
+    }
+    return Tagger.from_model(
+        model,
+        architecture="particlenet" if saveable else None,
+        config=rebuild if saveable else None,
+        class_names=class_names,
+        signal=signal,
+        inputs={"x_fields": list(x_fields)},
+        name="weaver-particlenet",
+        card={"summary": f"weaver-core ParticleNet imported from {source}"},
+    )
 
 
-def to_weaver_state_dict(model: ParticleNet, *, prefix: str = "") -> dict[str, Tensor]:
+def to_weaver_state_dict(model: ParticleNet | Tagger, *, prefix: str = "") -> dict[str, Tensor]:
     """The state dict of weaver-core's ``ParticleNet`` with the weights of ``model``.
 
     Load it into ``weaver.nn.model.ParticleNet.ParticleNet(input_dims, num_classes,
@@ -160,13 +207,18 @@ def to_weaver_state_dict(model: ParticleNet, *, prefix: str = "") -> dict[str, T
     repository's wrapper. Tensors are shared with the model, not copied.
 
     Args:
-        model: a jettag ParticleNet (every EdgeConv block with mean aggregation).
+        model: a jettag ParticleNet (every EdgeConv block with mean aggregation), or a
+            ``Tagger`` holding one.
         prefix: prepended to every key.
 
     Raises:
         ValueError: a block aggregates with something else than the mean, which weaver-core
-            does not support.
+            does not support, or the model is not a ParticleNet.
     """
+    if isinstance(model, Tagger):
+        model = model.model
+    if not isinstance(model, ParticleNet):
+        raise ValueError(f"model: expected a jettag ParticleNet, found {type(model).__name__}")
     for i, block in enumerate(model.blocks):
         if block.aggr != "mean":
             raise ValueError(

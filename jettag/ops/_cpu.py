@@ -155,7 +155,9 @@ def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Ten
     valid = torch.zeros(num, k, dtype=torch.bool, device=x.device)
     if num == 0:
         return index, valid
-    for jets, length in jet_buckets(_counts(ptr)):
+    # Coarse buckets: distances are a small part of the work, every bucket costs a dozen
+    # ops (parallel regions) whatever its size.
+    for jets, length in jet_buckets(_counts(ptr), ratio=1.5, slack=8):
         rows, mask = _bucket_rows(ptr, jets, length)
         pts = x[rows]
         sq = (pts * pts).sum(-1)
@@ -336,7 +338,7 @@ class _LorentzTile:
 
 def _lorentz_tiles(ptr: Tensor, hidden: int, itemsize: int):
     """Yield ``(rows, mask)`` of tiles of jets of one bucket each."""
-    for jets, length in jet_buckets(_counts(ptr)):
+    for jets, length in jet_buckets(_counts(ptr), ratio=1.25, slack=4):
         per_jet = length * length * hidden * itemsize * 4
         step = max(1, (4 * TILE_BYTES) // per_jet)
         for start in range(0, jets.numel(), step):
@@ -363,13 +365,32 @@ def lorentz_messages(
     msum_out = hu.new_zeros(num, hidden)
     xs_out = x.new_zeros(num, 4)
     phi_x = None if w_x1 is None else (w_x1, b_x1, w_x2)
+    metric = x.new_tensor([1.0, -1.0, -1.0, -1.0])
     for rows, mask in _lorentz_tiles(ptr, hidden, hu.element_size()):
-        tile = _LorentzTile(hu[rows], hv[rows], x[rows], mask, w_psi, w_e, b_e, w_m, b_m,
-                            phi_x, clamp)
-        msum, xs = tile.sums()
+        # Forward only: the same algebra as _LorentzTile with in-place updates, so each
+        # pair-sized tensor is written as few times as possible.
+        xt = x[rows]
+        nb, length = rows.shape
+        eye = torch.eye(length, dtype=torch.bool, device=x.device)
+        pair = (mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye).to(hu.dtype)
+        diff = xt.unsqueeze(2) - xt.unsqueeze(1)
+        psi = torch.stack([(diff * diff * metric).sum(-1), (xt * metric) @ xt.transpose(1, 2)],
+                          -1)
+        psi = _psi(psi).view(-1, 2)
+        z = (hu[rows].unsqueeze(2) + hv[rows].unsqueeze(1)).view(-1, hidden)
+        z = z.addmm_(psi, w_psi).relu_()
+        m = torch.addmm(b_e, z, w_e.t()).relu_()
+        del z
+        m.mul_(torch.sigmoid(torch.addmv(b_m, m, w_m)).unsqueeze(1))
+        msum = torch.bmm(pair.view(nb * length, 1, length),
+                         m.view(nb * length, length, hidden)).view(nb, length, hidden)
         real = rows[mask]
         msum_out[real] = msum[mask]
-        if xs is not None:
+        if phi_x is not None:
+            t = torch.addmm(b_x1, m, w_x1.t()).relu_() @ w_x2
+            shift = (diff * t.view(nb, length, length, 1)).clamp_(-clamp, clamp)
+            count = pair.sum(2, keepdim=True).clamp_min(1)
+            xs = (shift * pair.unsqueeze(-1)).sum(2) / count
             xs_out[real] = xs[mask]
     return msum_out, xs_out
 

@@ -11,15 +11,21 @@ selected (ONNX export, ``torch.export``, backend ``"reference"``, other devices)
 Backward formulas are written with differentiable ops (the custom ops themselves), so
 second derivatives work for the reductions; the fused operators of :mod:`jettag.ops.fused`
 have a first derivative only.
+
+The ops are registered with the low-level ``torch.library`` API (:func:`define`) rather
+than ``torch.library.custom_op``: the latter wraps every kernel in ``torch._dynamo``'s
+``disable``, whose first call imports ``torch._dynamo`` (7-10 s on a 2-core machine) even
+in plain eager code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.library import custom_op
 
 from jettag.ops import _cpu, dispatch, reference
 
@@ -32,6 +38,35 @@ __all__ = [
     "segment_softmax",
     "segment_sum",
 ]
+
+
+#: The ``jettag`` namespace of ``torch.ops``; kept alive as long as the module.
+LIBRARY = torch.library.Library("jettag", "FRAGMENT")
+
+
+def define(
+    name: str,
+    kernel: Callable[..., Any],
+    fake: Callable[..., Any],
+    *,
+    backward: Callable[..., Any] | None = None,
+    setup_context: Callable[..., None] | None = None,
+) -> Any:
+    """Register ``kernel`` as the operator ``jettag::name`` and return its overload.
+
+    The schema is inferred from ``kernel``'s type hints (no argument is mutated), the same
+    kernel serves every device (it dispatches itself), ``fake`` computes output shapes for
+    tracing, and ``backward``/``setup_context`` are its autograd formula as for
+    ``torch.library.register_autograd``.
+    """
+    LIBRARY.define(name + torch.library.infer_schema(kernel, mutates_args=()))
+    LIBRARY.impl(name, kernel, "CompositeExplicitAutograd")
+    qualname = f"jettag::{name}"
+    torch.library.register_fake(qualname, fake, lib=LIBRARY)
+    if backward is not None:
+        torch.library.register_autograd(qualname, backward, setup_context=setup_context,
+                                        lib=LIBRARY)
+    return getattr(torch.ops.jettag, name).default
 
 
 def implementation(tensor: Tensor) -> ModuleType:
@@ -58,13 +93,11 @@ def _view_counts(counts: Tensor, like: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- segment_sum
 
 
-@custom_op("jettag::segment_sum", mutates_args=())
-def _segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
+def _segment_sum_kernel(src: Tensor, ptr: Tensor) -> Tensor:
     return implementation(src).segment_sum(src, ptr)
 
 
-@_segment_sum.register_fake
-def _(src: Tensor, ptr: Tensor) -> Tensor:
+def _per_jet_fake(src: Tensor, ptr: Tensor) -> Tensor:
     return src.new_empty((ptr.shape[0] - 1, *src.shape[1:]))
 
 
@@ -78,20 +111,15 @@ def _segment_sum_backward(ctx, grad: Tensor):
     return expand(grad, ptr, ctx.num_rows), None
 
 
-_segment_sum.register_autograd(_segment_sum_backward, setup_context=_segment_sum_setup)
+_segment_sum = define("segment_sum", _segment_sum_kernel, _per_jet_fake,
+                      backward=_segment_sum_backward, setup_context=_segment_sum_setup)
 
 
 # --------------------------------------------------------------------------- segment_max
 
 
-@custom_op("jettag::segment_max", mutates_args=())
-def _segment_max(src: Tensor, ptr: Tensor) -> Tensor:
+def _segment_max_kernel(src: Tensor, ptr: Tensor) -> Tensor:
     return implementation(src).segment_max(src, ptr)
-
-
-@_segment_max.register_fake
-def _(src: Tensor, ptr: Tensor) -> Tensor:
-    return src.new_empty((ptr.shape[0] - 1, *src.shape[1:]))
 
 
 def _segment_max_setup(ctx, inputs, output) -> None:
@@ -107,19 +135,18 @@ def _segment_max_backward(ctx, grad: Tensor):
     return expand(grad / ties, ptr, num) * hit, None
 
 
-_segment_max.register_autograd(_segment_max_backward, setup_context=_segment_max_setup)
+_segment_max = define("segment_max", _segment_max_kernel, _per_jet_fake,
+                      backward=_segment_max_backward, setup_context=_segment_max_setup)
 
 
 # --------------------------------------------------------------------------- segment_softmax
 
 
-@custom_op("jettag::segment_softmax", mutates_args=())
-def _segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
+def _segment_softmax_kernel(src: Tensor, ptr: Tensor) -> Tensor:
     return implementation(src).segment_softmax(src, ptr)
 
 
-@_segment_softmax.register_fake
-def _(src: Tensor, ptr: Tensor) -> Tensor:
+def _segment_softmax_fake(src: Tensor, ptr: Tensor) -> Tensor:
     return torch.empty_like(src)
 
 
@@ -133,20 +160,19 @@ def _segment_softmax_backward(ctx, grad: Tensor):
     return weighted - out * expand(_segment_sum(weighted, ptr), ptr, out.shape[0]), None
 
 
-_segment_softmax.register_autograd(_segment_softmax_backward,
-                                   setup_context=_segment_softmax_setup)
+_segment_softmax = define("segment_softmax", _segment_softmax_kernel, _segment_softmax_fake,
+                          backward=_segment_softmax_backward,
+                          setup_context=_segment_softmax_setup)
 
 
 # --------------------------------------------------------------------------- scatter_sum
 
 
-@custom_op("jettag::scatter_sum", mutates_args=())
-def _scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+def _scatter_sum_kernel(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     return implementation(src).scatter_sum(src, index, dim_size)
 
 
-@_scatter_sum.register_fake
-def _(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+def _scatter_sum_fake(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
     return src.new_empty((dim_size, *src.shape[1:]))
 
 
@@ -159,21 +185,23 @@ def _scatter_sum_backward(ctx, grad: Tensor):
     return grad.index_select(0, index), None, None
 
 
-_scatter_sum.register_autograd(_scatter_sum_backward, setup_context=_scatter_sum_setup)
+_scatter_sum = define("scatter_sum", _scatter_sum_kernel, _scatter_sum_fake,
+                      backward=_scatter_sum_backward, setup_context=_scatter_sum_setup)
 
 
 # --------------------------------------------------------------------------- knn
 
 
-@custom_op("jettag::knn", mutates_args=())
-def _knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
+def _knn_kernel(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
     return implementation(x).knn(x, ptr, k, include_self)
 
 
-@_knn.register_fake
-def _(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
+def _knn_fake(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
     shape = (x.shape[0], k)
     return (x.new_empty(shape, dtype=torch.int64), x.new_empty(shape, dtype=torch.bool))
+
+
+_knn = define("knn", _knn_kernel, _knn_fake)
 
 
 # --------------------------------------------------------------------------- public API

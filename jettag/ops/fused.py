@@ -49,7 +49,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.library import custom_op
 
 from jettag.ops import _library, dispatch, reference
 
@@ -126,8 +125,13 @@ def edge_conv_messages_reference(
     return reduce(h, edge_ptr)
 
 
-@custom_op("jettag::edge_conv_messages", mutates_args=())
-def _edge_conv_messages(
+def _first_derivative_only(ctx, *grads):
+    raise RuntimeError("the fused operators of jettag.ops.fused have first derivatives only; "
+                       "for higher ones use the references (*_reference) or "
+                       "jettag.ops.dispatch.use_backend('reference')")
+
+
+def _edge_conv_messages_kernel(
     own: Tensor, other: Tensor, index: Tensor, valid: Tensor, weights: list[Tensor],
     biases: list[Tensor], aggr: str,
 ) -> Tensor:
@@ -135,14 +139,12 @@ def _edge_conv_messages(
     return impl.edge_conv_messages(own, other, index, valid, weights, biases, aggr)
 
 
-@_edge_conv_messages.register_fake
-def _(own, other, index, valid, weights, biases, aggr):
+def _edge_conv_messages_fake(own, other, index, valid, weights, biases, aggr):
     width = weights[-1].shape[0] if weights else own.shape[1]
     return own.new_empty((own.shape[0], width))
 
 
-@custom_op("jettag::edge_conv_messages_backward", mutates_args=())
-def _edge_conv_messages_backward(
+def _edge_conv_messages_backward_kernel(
     grad: Tensor, out: Tensor, own: Tensor, other: Tensor, index: Tensor, valid: Tensor,
     weights: list[Tensor], biases: list[Tensor], aggr: str,
 ) -> list[Tensor]:
@@ -151,10 +153,15 @@ def _edge_conv_messages_backward(
                                             weights, biases, aggr)
 
 
-@_edge_conv_messages_backward.register_fake
-def _(grad, out, own, other, index, valid, weights, biases, aggr):
+def _edge_conv_messages_backward_fake(grad, out, own, other, index, valid, weights, biases,
+                                      aggr):
     tensors = [own, other, *weights, *biases]
     return [torch.empty_like(t) for t in tensors]
+
+
+_edge_conv_messages_backward = _library.define(
+    "edge_conv_messages_backward", _edge_conv_messages_backward_kernel,
+    _edge_conv_messages_backward_fake, backward=_first_derivative_only)
 
 
 def _edge_setup(ctx, inputs, output) -> None:
@@ -172,7 +179,9 @@ def _edge_backward(ctx, grad: Tensor):
     return grads[0], grads[1], None, None, grads[2:2 + n], grads[2 + n:], None
 
 
-_edge_conv_messages.register_autograd(_edge_backward, setup_context=_edge_setup)
+_edge_conv_messages = _library.define(
+    "edge_conv_messages", _edge_conv_messages_kernel, _edge_conv_messages_fake,
+    backward=_edge_backward, setup_context=_edge_setup)
 
 
 def edge_conv_messages(
@@ -299,24 +308,48 @@ def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor
     return out, mean, invstd
 
 
-def _bn_relu_recompute(z: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-                       invstd: Tensor) -> Tensor:
-    a = z.sub(mean).mul_(invstd)
-    if weight is not None:
-        a.mul_(weight)
-    if bias is not None:
-        a.add_(bias)
-    return a.relu_()
+#: Elements of the edge-sized temporaries of the BatchNorm backward passes: their rows are
+#: processed in chunks this large (4 MiB in float32), so no temporary is as large as ``z``.
+_CHUNK_ELEMENTS = 1 << 20
 
 
-def _bn_backward(d_a: Tensor, dead: Tensor, z: Tensor, weight: Tensor | None, mean: Tensor,
-                 invstd: Tensor, eps: float) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """BatchNorm backward from the gradient of relu(bn(z)); ``dead`` marks zero outputs."""
-    d_y = d_a.masked_fill_(dead, 0)
-    d_z, d_weight, d_bias = torch.ops.aten.native_batch_norm_backward(
-        d_y, z, weight, None, None, mean, invstd, True, eps,
-        [True, weight is not None, weight is not None])
-    return d_z, d_weight, d_bias
+def _row_chunks(rows: int, width: int) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    return [slice(start, start + step) for start in range(0, rows, step)]
+
+
+def _bn_affine_batch(weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+                     invstd: Tensor) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` with ``bn(z) = z * scale + shift`` for the batch statistics."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale
+    return scale, shift if bias is None else shift + bias
+
+
+def _bn_relu_backward_(
+    d_a: Tensor, z_rows: Any, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+    invstd: Tensor,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Gradients of ``relu(bn(z))`` (training-mode BatchNorm) from the gradient ``d_a`` of
+    its output, computed in place in ``d_a`` chunk by chunk of rows; ``z_rows(rows)``
+    returns the rows of ``z``. Returns ``(d_z, d_weight, d_bias)``, ``d_z`` being ``d_a``."""
+    num, width = d_a.shape
+    scale, shift = _bn_affine_batch(weight, bias, mean, invstd)
+    sum_dy = d_a.new_zeros(width)
+    sum_dy_centred = d_a.new_zeros(width)
+    chunks = _row_chunks(num, width)
+    for rows in chunks:
+        z, d_y = z_rows(rows), d_a[rows]
+        d_y.masked_fill_(torch.addcmul(shift, z, scale) <= 0, 0)
+        sum_dy += d_y.sum(0)
+        sum_dy_centred += (d_y * (z - mean)).sum(0)
+    sum_dy_xhat = sum_dy_centred * invstd
+    # d_z = scale * (d_y - mean(d_y) - xhat * mean(d_y * xhat)), xhat = (z - mean) * invstd
+    offset = scale * sum_dy / num
+    slope = scale * invstd * sum_dy_xhat / num
+    for rows in chunks:
+        d_a[rows].mul_(scale).sub_(offset).addcmul_(z_rows(rows) - mean, slope, value=-1)
+    return (d_a, None if weight is None else sum_dy_xhat, None if bias is None else sum_dy)
 
 
 class _BatchNormReLULinear(torch.autograd.Function):
@@ -330,15 +363,15 @@ class _BatchNormReLULinear(torch.autograd.Function):
             z = own[receivers] + other[senders]
         y, mean, invstd = _bn_forward(z, norm)
         out = y.relu_() @ lin_weight.T
+        del y
         if lin_bias is not None:
-            out = out + lin_bias
+            out += lin_bias
         if own is None:
             ctx.save_for_backward(z, None, None, None, None, bn_weight, bn_bias, lin_weight,
                                   mean, invstd)
         else:
             ctx.save_for_backward(None, own, other, receivers, senders, bn_weight, bn_bias,
                                   lin_weight, mean, invstd)
-        ctx.eps = norm.eps
         ctx.has_lin_bias = lin_bias is not None
         return out
 
@@ -346,17 +379,23 @@ class _BatchNormReLULinear(torch.autograd.Function):
     def backward(ctx, d_out):
         (z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight, mean,
          invstd) = ctx.saved_tensors
-        if own is not None:
-            z = own[receivers] + other[senders]
-        a = _bn_relu_recompute(z, bn_weight, bn_bias, mean, invstd)
-        # Free each edge-sized temporary as soon as possible: this is about memory.
-        d_lin_weight = d_out.T @ a
+
+        def z_rows(rows: slice) -> Tensor:
+            if own is None:
+                return z[rows]
+            return own[receivers[rows]] + other[senders[rows]]
+
+        # No edge-sized temporary beyond d_a: the BatchNorm+ReLU output is recomputed chunk
+        # by chunk for the weight gradient, and the BatchNorm backward runs in place.
+        num, width = d_out.shape[0], lin_weight.shape[1]
+        scale, shift = _bn_affine_batch(bn_weight, bn_bias, mean, invstd)
+        d_lin_weight = torch.zeros_like(lin_weight)
+        for rows in _row_chunks(num, width):
+            a = torch.addcmul(shift, z_rows(rows), scale).relu_()
+            d_lin_weight.addmm_(d_out[rows].T, a)
         d_lin_bias = d_out.sum(0) if ctx.has_lin_bias else None
-        dead = a <= 0
-        del a
-        d_z, d_bn_weight, d_bn_bias = _bn_backward(d_out @ lin_weight, dead, z, bn_weight, mean,
-                                                   invstd, ctx.eps)
-        del z, dead
+        d_z, d_bn_weight, d_bn_bias = _bn_relu_backward_(d_out @ lin_weight, z_rows, bn_weight,
+                                                         bn_bias, mean, invstd)
         d_own = d_other = None
         if own is not None:
             d_own = torch.zeros_like(own).index_add_(0, receivers, d_z)
@@ -374,17 +413,15 @@ class _BatchNormReLUMean(torch.autograd.Function):
 
         out = segment_mean(y.relu_(), ptr)
         ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd, ptr)
-        ctx.eps = norm.eps
         return out
 
     @staticmethod
     def backward(ctx, d_out):
         z, bn_weight, bn_bias, mean, invstd, ptr = ctx.saved_tensors
-        dead = _bn_relu_recompute(z, bn_weight, bn_bias, mean, invstd) <= 0
         count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(d_out.dtype).unsqueeze(1)
         d_a = _library.expand(d_out / count, ptr, z.shape[0])
-        d_z, d_bn_weight, d_bn_bias = _bn_backward(d_a, dead, z, bn_weight, mean, invstd,
-                                                   ctx.eps)
+        d_z, d_bn_weight, d_bn_bias = _bn_relu_backward_(d_a, z.__getitem__, bn_weight,
+                                                         bn_bias, mean, invstd)
         return d_z, d_bn_weight, d_bn_bias, None, None
 
 
@@ -490,8 +527,7 @@ def lorentz_messages_reference(
     return msum, reference.scatter_mean(shift, receiver, num)
 
 
-@custom_op("jettag::lorentz_messages", mutates_args=())
-def _lorentz_messages(
+def _lorentz_messages_kernel(
     hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
     w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None, w_x2: Tensor | None,
     clamp: float,
@@ -501,13 +537,11 @@ def _lorentz_messages(
                                  clamp)
 
 
-@_lorentz_messages.register_fake
-def _(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
+def _lorentz_messages_fake(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
     return torch.empty_like(hu), torch.empty_like(x)
 
 
-@custom_op("jettag::lorentz_messages_backward", mutates_args=())
-def _lorentz_messages_backward(
+def _lorentz_messages_backward_kernel(
     g_msum: Tensor, g_xs: Tensor, hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor,
     w_psi: Tensor, w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None,
     b_x1: Tensor | None, w_x2: Tensor | None, clamp: float,
@@ -518,10 +552,15 @@ def _lorentz_messages_backward(
                                           clamp)
 
 
-@_lorentz_messages_backward.register_fake
-def _(g_msum, g_xs, hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
+def _lorentz_messages_backward_fake(g_msum, g_xs, hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m,
+                                   w_x1, b_x1, w_x2, clamp):
     tensors = [hu, hv, x, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2]
     return [hu.new_empty(0) if t is None else torch.empty_like(t) for t in tensors]
+
+
+_lorentz_messages_backward = _library.define(
+    "lorentz_messages_backward", _lorentz_messages_backward_kernel,
+    _lorentz_messages_backward_fake, backward=_first_derivative_only)
 
 
 def _lorentz_setup(ctx, inputs, output) -> None:
@@ -538,7 +577,9 @@ def _lorentz_backward(ctx, g_msum: Tensor, g_xs: Tensor):
             *(grads[8:11] if phi_x else (None, None, None)), None)
 
 
-_lorentz_messages.register_autograd(_lorentz_backward, setup_context=_lorentz_setup)
+_lorentz_messages = _library.define(
+    "lorentz_messages", _lorentz_messages_kernel, _lorentz_messages_fake,
+    backward=_lorentz_backward, setup_context=_lorentz_setup)
 
 
 def lorentz_messages(

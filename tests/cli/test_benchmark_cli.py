@@ -18,8 +18,9 @@ from _bench_helpers import run_cli, toy_top_jets, write_toy_dataset
 from jettag.data.formats import write_top_hdf5
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ("--tiny", "--bootstrap", "10", "--quiet", "--set", "model.phi_channels=[16,16]",
-        "model.f_channels=[16]")
+# one process (test_parallel_runs_give_the_same_results checks --jobs 2 against it)
+TINY = ("--tiny", "--jobs", "1", "--bootstrap", "10", "--quiet", "--set",
+        "model.phi_channels=[16,16]", "model.f_channels=[16]")
 
 
 def _strict_json(path: Path) -> Any:
@@ -128,6 +129,22 @@ def test_two_seeds_report_spread_over_seeds(tmp_path: Path) -> None:
     assert entry["summary"]["auc"]["std"] == pytest.approx(float(np.std(aucs, ddof=1)))
     assert math.isfinite(entry["summary"]["auc"]["std"])
     assert "over 2 training seeds" in (out / "results.md").read_text()
+
+
+def test_parallel_runs_give_the_same_results(tmp_path: Path) -> None:
+    # Every run is seeded: two processes side by side train the same taggers as one loop.
+    write_toy_dataset(tmp_path / "data", {"train": 200, "val": 100, "test": 200})
+    aucs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        run_cli("benchmark", "top", *TINY, "--models", "pfn,efn", "--jobs", jobs,
+                "--threads", "1", "--data-dir", tmp_path / "data", "--out", out)
+        results = _strict_json(out / "results.json")
+        assert results["environment"]["parallel_runs"] == int(jobs)
+        aucs[jobs] = {name: entry["summary"]["auc"]["values"]
+                      for name, entry in results["models"].items()}
+    assert list(aucs["2"]) == ["pfn", "efn"]          # table order is the --models order
+    assert aucs["1"] == aucs["2"]
 
 
 def test_quark_gluon_uses_the_multiplicity_baseline(tmp_path: Path) -> None:

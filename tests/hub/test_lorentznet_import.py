@@ -113,19 +113,19 @@ def _logits(model: torch.nn.Module, jets: JetBatch) -> np.ndarray:
 def test_random_weights_match_released_code(recorded, task: str, seed: int) -> None:
     pad_to = None if task == "top" else int(recorded["qg_pad_to"])
     state = {"module." + k: v for k, v in _random_release_state_dict(task, seed).items()}
-    model = load_lorentznet_release(state, readout="padded_mean", pad_to=pad_to)
+    model = load_lorentznet_release(state, readout="padded_mean", pad_to=pad_to).model
     assert model.num_scalars == (2 if task == "top" else 8)
     got = _logits(model, _fixture_jets(recorded))
     np.testing.assert_allclose(got, recorded[f"random_{task}"], rtol=0, atol=1e-5)
     # all the machinery matters: the per-jet mean readout gives other logits
-    mean = load_lorentznet_release(state, readout="mean")
+    mean = load_lorentznet_release(state, readout="mean").model
     assert np.abs(_logits(mean, _fixture_jets(recorded)) - got).max() > 1e-3
 
 
 @pytest.mark.parametrize(("task", "name"), [("top", TOP), ("qg", QG)])
 def test_published_checkpoints_match_released_code(recorded, reference_dir, task, name) -> None:
     pad_to = None if task == "top" else int(recorded["qg_pad_to"])
-    model = load_lorentznet_release(reference_dir / name, pad_to=pad_to)
+    model = load_lorentznet_release(reference_dir / name, pad_to=pad_to).model
     got = _logits(model, _fixture_jets(recorded))
     np.testing.assert_allclose(got, recorded[f"checkpoint_{task}"], rtol=0, atol=1e-5)
 
@@ -134,14 +134,41 @@ def test_top_checkpoint_on_massless_constituents(recorded, reference_dir) -> Non
     """On massless constituents the mass scalar psi(sqrt|E^2 - p^2|) is rounding noise of
     order sqrt(eps) E, computed differently by the two codes, and the top checkpoint is
     sensitive to it: agreement is then ~1e-4 in float64 (and ~0.5 in float32)."""
-    model = load_lorentznet_release(reference_dir / TOP, pad_to=None)
+    model = load_lorentznet_release(reference_dir / TOP, pad_to=None).model
     got = _logits(model, _fixture_jets(recorded, massless=True))
     np.testing.assert_allclose(got, recorded["checkpoint_top_massless"], rtol=0, atol=1e-3)
 
 
+def test_imported_tagger_predicts_on_massless_inputs_and_round_trips(
+    recorded, reference_dir, tmp_path
+) -> None:
+    """The imported top Tagger makes constituents massless itself: its score on massive jets
+    equals the raw model's on the same jets made massless; saved and reloaded, it gives the
+    same scores."""
+    from jettag.hub import Tagger
+
+    tagger = load_lorentznet_release(reference_dir / TOP, pad_to=None).double()
+    jets = _fixture_jets(recorded)
+    massless = _fixture_jets(recorded, massless=True)
+    with torch.no_grad():
+        expected = tagger.model(massless.to(dtype=F64)).softmax(-1)[:, 1].numpy()
+    score = tagger.predict(jets.to(dtype=F64), device="cpu", batch_size=64).score
+    np.testing.assert_allclose(score, expected, rtol=0, atol=1e-9)
+    tagger.save(tmp_path / "top.safetensors")
+    again = Tagger.load(tmp_path / "top.safetensors")
+    assert again.dtype == F64 and again.inputs.massless
+    np.testing.assert_allclose(again.predict(jets.to(dtype=F64), device="cpu", batch_size=64)
+                               .score, expected, rtol=0, atol=1e-9)
+
+
 def test_imported_model_setup(reference_dir) -> None:
-    top = load_lorentznet_release(reference_dir / TOP)
-    qg = load_lorentznet_release(reference_dir / QG)
+    top_tagger = load_lorentznet_release(reference_dir / TOP)
+    qg_tagger = load_lorentznet_release(reference_dir / QG)
+    assert top_tagger.class_names == ("QCD", "top") and top_tagger.signal_name == "top"
+    assert qg_tagger.class_names == ("gluon", "quark") and qg_tagger.signal_name == "quark"
+    assert top_tagger.inputs.massless and top_tagger.inputs.x_fields == ()
+    assert not qg_tagger.inputs.massless and qg_tagger.inputs.x_fields == ("part_pid",)
+    top, qg = top_tagger.model, qg_tagger.model
     assert not top.training and not qg.training
     assert (top.inputs.scalars, top.inputs.beams, top.c_weight) == ("mass", True, 5e-3)
     assert (qg.inputs.scalars, qg.inputs.beams, qg.inputs.pdg_masses) == ("pid", False, True)
@@ -210,7 +237,7 @@ def _generated_auc(reference_dir, name: str, recipe: str, seed: int) -> tuple[fl
     jets = generate_jets(recipe, 1000, seed=seed, workers=2, shuffle=True)
     x_fields = ["part_pid"] if recipe == "quark-gluon" else []
     batch = JetBatch.from_awkward(jets, x_fields=x_fields).to(dtype=torch.float32)
-    model = load_lorentznet_release(reference_dir / name)
+    model = load_lorentznet_release(reference_dir / name).model
     scores = []
     with torch.no_grad():
         for start in range(0, len(batch), 32):  # the authors' evaluation batch size

@@ -81,7 +81,7 @@ def test_same_outputs_as_weaver_with_random_weights(weaver_particlenet, arch, fu
     reference = weaver_particlenet(7, 5, conv_params=blocks, fc_params=fc, use_fusion=fusion)
     _randomize_batchnorm(reference, 1)
     reference.eval()
-    model = load_weaver_particlenet(reference.state_dict(), inputs="top-tagging:kin")
+    model = load_weaver_particlenet(reference.state_dict(), inputs="top-tagging:kin").model
     assert model.block_params == tuple(blocks) and model.use_fusion == fusion
     jets = _jets(6, seed=2)
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_same_outputs_as_weaver_in_float64(weaver_particlenet):
     )
     _randomize_batchnorm(reference, 3)
     reference = reference.double().eval()
-    model = load_weaver_particlenet(reference.state_dict(), inputs="top-tagging:kin").double()
+    model = load_weaver_particlenet(reference.state_dict(), inputs="top-tagging:kin").model.double()
     jets = _jets(4, seed=4, dtype=torch.float64)
     with torch.no_grad():
         expected = reference(*_weaver_inputs(model.inputs.preprocessor, jets))
@@ -119,7 +119,7 @@ def test_training_mode_matches_weaver_without_padding(weaver_particlenet):
     )
     model = (
         load_weaver_particlenet(reference.state_dict(), inputs="top-tagging:kin", dropout=0.0)
-        .double()
+        .model.double()
         .train()
     )
     jets = random_jets(5, 20, generator=6, min_particles=20, layout="batch")
@@ -139,7 +139,10 @@ def test_particle_transformer_checkpoints(weaver_particlenet, reference_dir, nam
     if not path.is_file():
         pytest.skip(f"{path} not found")
     input_dims, x_names = CHECKPOINTS[name]
-    model = load_weaver_particlenet(path, inputs=f"jetclass:{name}", x_names=x_names or None)
+    tagger = load_weaver_particlenet(path, inputs=f"jetclass:{name}", x_names=x_names or None)
+    model = tagger.model
+    assert tagger.class_names[0] == "QCD" and len(tagger.class_names) == 10
+    assert tagger.inputs.x_fields == tuple(x_names)
     assert (model.input_dims, model.num_classes, model.use_fusion) == (input_dims, 10, False)
     assert model.block_params == PARTICLENET_BLOCKS
 
@@ -189,11 +192,11 @@ def test_round_trip_through_weaver_layout():
     assert state["mod.fusion_block.0.weight"].shape == (128, 96, 1)
     assert state["mod.fc.0.0.weight"].shape == (128, 128)
     assert state["mod.fc.1.weight"].shape == (4, 128)
-    loaded = load_weaver_particlenet(state)
+    loaded = load_weaver_particlenet(state).model
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     # DistributedDataParallel's prefix on top of the wrapper's is stripped too.
-    ddp = load_weaver_particlenet({f"module.{key}": value for key, value in state.items()})
+    ddp = load_weaver_particlenet({f"module.{key}": value for key, value in state.items()}).model
     assert ddp.block_params == LITE_BLOCKS
 
 
@@ -201,7 +204,7 @@ def test_loads_a_file_with_weights_only(tmp_path):
     model = particlenet(num_classes=3)
     path = tmp_path / "particlenet.pt"
     torch.save(to_weaver_state_dict(model, prefix="mod."), path)
-    loaded = load_weaver_particlenet(path, dropout=0.2)
+    loaded = load_weaver_particlenet(path, dropout=0.2).model
     assert loaded.fc_params == ((256, 0.2),) and not loaded.training
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
 
@@ -211,10 +214,47 @@ def test_number_of_neighbours_for_other_layouts():
     state = to_weaver_state_dict(model)
     with pytest.raises(ValueError, match="pass k="):
         load_weaver_particlenet(state)
-    assert load_weaver_particlenet(state, k=[5, 3]).block_params == model.block_params
-    assert load_weaver_particlenet(state, k=4).block_params == ((4, (16, 16)), (4, (24, 24)))
+    assert load_weaver_particlenet(state, k=[5, 3]).model.block_params == model.block_params
+    assert load_weaver_particlenet(state, k=4).model.block_params == ((4, (16, 16)), (4, (24, 24)))
     with pytest.raises(ValueError, match="k: expected one int or 2 values"):
         load_weaver_particlenet(state, k=[5, 3, 2])
+
+
+def test_returns_a_tagger_that_saves_and_reloads(tmp_path):
+    """The importer's Tagger: dataset class names, the x fields as input preprocessing,
+    predict equal to the model's softmax, and a save/load round trip with equal outputs."""
+    from jettag.hub import Tagger
+
+    source = particlenet_lite(inputs="quark-gluon:kinpid", x_names=("pid",), num_classes=2)
+    _randomize_batchnorm(source, 4)
+    tagger = load_weaver_particlenet(
+        to_weaver_state_dict(source), inputs="quark-gluon:kinpid", x_names=("pid",)
+    )
+    assert isinstance(tagger, Tagger) and not tagger.training
+    assert tagger.class_names == ("gluon", "quark") and tagger.signal_name == "quark"
+    assert tagger.inputs.x_fields == ("part_pid",)
+    jets = random_jets(5, 30, generator=9, min_particles=8, layout="batch", dtype=torch.float32)
+    pid = torch.tensor([211.0, -211.0, 22.0, 2112.0, 11.0]).repeat(jets.num_particles)
+    jets = JetBatch(jets.p4, jets.ptr, x=pid[: jets.num_particles, None])
+    with torch.no_grad():
+        expected = source.eval()(jets).softmax(-1)[:, 1].numpy()
+    torch.testing.assert_close(
+        torch.from_numpy(tagger.predict(jets, device="cpu").score), torch.from_numpy(expected),
+        rtol=1e-5, atol=1e-6,
+    )
+    tagger.save(tmp_path / "imported.safetensors")
+    again = Tagger.load(tmp_path / "imported.safetensors")
+    torch.testing.assert_close(
+        torch.from_numpy(again.predict(jets, device="cpu").score), torch.from_numpy(expected),
+        rtol=1e-5, atol=1e-6,
+    )
+    # a callable input pipeline cannot be rebuilt from a file: no architecture to save
+    callable_inputs = load_weaver_particlenet(
+        to_weaver_state_dict(source), inputs=source.inputs, x_fields=["part_pid"]
+    )
+    assert callable_inputs.architecture is None
+    with pytest.raises(ValueError, match="has no architecture"):
+        callable_inputs.save(tmp_path / "callable.safetensors")
 
 
 def test_errors_name_keys_and_shapes(tmp_path):

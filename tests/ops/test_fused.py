@@ -3,15 +3,10 @@ edge-list references, their gradients, and the evaluation-mode drop-ins against 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from jettag.ops import _triton, dispatch, fused, reference
-
-# Triton decides at import whether its kernels are interpreted: set before anything imports it.
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
 F32, F64 = torch.float32, torch.float64
 SIZES = [4, 0, 1, 3, 9, 0, 2, 6]

@@ -3,18 +3,15 @@ in Triton's interpreter on CPU tensors), the dispatch rules, and a run without T
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from jettag import ops
 from jettag.ops import _cpu, _triton, dispatch, reference
-
-# Triton decides at import whether its kernels are interpreted: set before anything imports it.
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
 F32, F64 = torch.float32, torch.float64
 # Empty jets, single-particle jets, jets smaller and larger than k.
@@ -155,35 +152,86 @@ def test_dispatch_rules(monkeypatch):
         assert dispatch.select(cpu) == "reference"
 
 
-_NO_TRITON = """
-import sys
-sys.modules["triton"] = None  # `import triton` raises ImportError
+# Hides an installed triton as if it were absent: `import triton` and find_spec raise
+# ModuleNotFoundError (a None in sys.modules would make find_spec raise ValueError instead).
+_BLOCK_TRITON = """
+import importlib.abc, sys
+
+class _NoTriton(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoTriton())
+"""
+
+_NO_TRITON = _BLOCK_TRITON + """
 import torch
 import jettag, jettag.ops as ops
 from jettag.ops import dispatch, fused, _triton, _triton_kernels, reference
 assert not dispatch.triton_available() and not _triton_kernels.HAVE_TRITON
 ptr = torch.tensor([0, 3, 3, 7])
-x = torch.randn(7, 4)
+x = torch.randn(7, 4, requires_grad=True)
 assert dispatch.select(x) == "cpu"
-assert torch.allclose(ops.segment_softmax(x, ptr), reference.segment_softmax(x, ptr))
-assert torch.equal(ops.knn(x, ptr, 2)[0], reference.knn(x, ptr, 2)[0])
+out = ops.segment_softmax(x, ptr)
+assert torch.allclose(out, reference.segment_softmax(x, ptr))
+out.square().sum().backward()
+index, valid = ops.knn(x.detach(), ptr, 2)
+assert torch.equal(index, reference.knn(x.detach(), ptr, 2)[0])
+own, other = torch.randn(7, 3), torch.randn(7, 3)
+got = fused.edge_conv_messages(own, other, index, valid, [torch.randn(2, 3)], [torch.zeros(2)])
+assert got.shape == (7, 2)
 dispatch.set_backend("triton")
 for call in (lambda: dispatch.select(x), _triton.kernels):
     try:
         call()
-    except ImportError as err:  # MissingExtraError
-        assert "jettag[kernels]" in str(err), err
-    except ValueError as err:
+    except (ImportError, ValueError) as err:  # MissingExtraError is an ImportError
         assert "jettag[kernels]" in str(err), err
     else:
         raise AssertionError("no error without triton")
+assert "triton" not in sys.modules, "something imported triton"
 print("ok")
 """
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[2])
+
+
 def test_everything_works_without_triton():
-    res = subprocess.run([sys.executable, "-c", _NO_TRITON], capture_output=True, text=True,
-                         timeout=300)
+    res = _python(_NO_TRITON)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_ops_tests_run_without_triton():
+    # Every ops test module imports without triton, the Triton tests skip (not fail), and the
+    # torch.library checks pass.
+    code = _BLOCK_TRITON + "import pytest\nsys.exit(pytest.main(sys.argv[1:]))"
+    res = _python(code, "-q", "-rs", "-p", "no:cacheprovider", str(Path(__file__).parent),
+                  "-k", "(triton or opcheck or dispatch) and not without_triton")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    summary = res.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and " skipped" in summary, summary
+    assert "could not import 'triton'" in res.stdout, res.stdout[-3000:]
+
+
+def test_first_call_does_not_import_dynamo():
+    # torch.library.custom_op would import torch._dynamo (seconds) on an op's first call.
+    code = """
+import sys, torch
+from jettag import ops
+from jettag.ops import fused
+x = torch.randn(6, 3, requires_grad=True)
+ptr = torch.tensor([0, 2, 6])
+ops.segment_max(ops.segment_softmax(x, ptr), ptr).sum().backward()
+index, valid = ops.knn(x.detach(), ptr, 2)
+fused.edge_conv_messages(x, x, index, valid, [], []).sum().backward()
+assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
+print("ok")
+"""
+    res = _python(code)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 

@@ -38,6 +38,7 @@ from jettag.data.formats._common import (
 )
 
 __all__ = [
+    "BTAG_LABELS",
     "JETCLASS_LABELS",
     "JETCLASS_LABEL_DTYPES",
     "JetClassReader",
@@ -58,6 +59,12 @@ JETCLASS_LABELS: tuple[str, ...] = (
     "label_Tbqq",
     "label_Tbl",
 )
+
+#: One-hot label branches of the generator's b-tagging files (:mod:`jettag.data.generate.btag`,
+#: data card ``generated-b-tagging``) in class order: light (0), b (1), c (2, only when
+#: generated with charm). The reader uses them by default for files that have them and no
+#: JetClass label branch.
+BTAG_LABELS: tuple[str, ...] = ("label_light", "label_b", "label_c")
 
 #: Branch dtypes of the label branches in the published files.
 JETCLASS_LABEL_DTYPES: dict[str, np.dtype] = {
@@ -90,7 +97,9 @@ class JetClassReader(JetReader):
         paths: file(s), directory or glob.
         tree: name of the TTree (``"tree"``).
         label_branches: one-hot label branches in class order (default
-            :data:`JETCLASS_LABELS`); ``None`` or ``()`` reads no label.
+            :data:`JETCLASS_LABELS`, or :data:`BTAG_LABELS` for a file that has
+            ``label_light`` and ``label_b`` and no JetClass label, as the generator's
+            b-tagging files); ``None`` or ``()`` reads no label.
         branches: restrict the extra ``part_*`` / ``jet_*`` branches to these names
             (the four momenta and the labels are always read).
         aux: also read the ``aux_*`` truth branches.
@@ -116,6 +125,7 @@ class JetClassReader(JetReader):
         super().__init__(paths, **kwargs)
         self.tree = tree
         self.label_branches = tuple(label_branches or ())
+        self._default_labels = label_branches is JETCLASS_LABELS
         self.branches = None if branches is None else tuple(branches)
         self.aux = aux
 
@@ -136,7 +146,8 @@ class JetClassReader(JetReader):
                     f"{path}: {self.tree!r} is a {type(tree).__name__}, expected a TTree"
                 )
             keys = _flat_keys(tree)
-            missing = [b for b in (*_P4_BRANCHES, *self.label_branches) if b not in keys]
+            labels = self._labels_of(keys)
+            missing = [b for b in (*_P4_BRANCHES, *labels) if b not in keys]
             if missing:
                 raise MissingKeyError(
                     f"{path}: tree {self.tree!r} lacks branch(es) {missing} (found {sorted(keys)})"
@@ -144,7 +155,7 @@ class JetClassReader(JetReader):
             counters = _counter_branches(tree)
             wanted = {*_P4_BRANCHES}
             for k in keys:
-                if k in counters or k in self.label_branches or k.startswith("label_"):
+                if k in counters or k in labels or k.startswith("label_"):
                     continue
                 if k.startswith("aux_") and not self.aux:
                     continue
@@ -161,7 +172,16 @@ class JetClassReader(JetReader):
         except BaseException:
             f.close()
             raise
-        return _TreeHandle(f, tree, ordered, list(self.label_branches))
+        return _TreeHandle(f, tree, ordered, list(labels))
+
+    def _labels_of(self, keys: Sequence[str]) -> tuple[str, ...]:
+        """The label branches of a file with branches ``keys``: those asked for, or with the
+        default, the b-tagging ones for a file with those and no JetClass label."""
+        names = set(keys)
+        if (self._default_labels and names.isdisjoint(JETCLASS_LABELS)
+                and {"label_light", "label_b"} <= names):
+            return tuple(b for b in BTAG_LABELS if b in names)
+        return self.label_branches
 
     def _num_entries(self, handle: _TreeHandle, path: Path) -> int:
         return int(handle.tree.num_entries)

@@ -24,14 +24,17 @@ Example:
 from __future__ import annotations
 
 import io
+import mmap
+import os
 import pickle
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from jettag._optional import require
 from jettag.data.formats._common import (
@@ -43,6 +46,9 @@ from jettag.data.formats._common import (
     PathLike,
     iter_jet_chunks,
 )
+
+if TYPE_CHECKING:
+    from jettag.data.batch import JetBatch
 
 __all__ = ["TopHDF5Reader", "TopHDF5Writer", "top_hdf5_columns", "write_top_hdf5"]
 
@@ -94,16 +100,161 @@ class _Layout:
     # column name -> (block name, column index in the block)
     columns: dict[str, tuple[str, int]]
     num_constituents: int
+    # table stores whose constituents are contiguous little-endian float32 values in one
+    # block: byte offset of E_0 in a row (the fast path reads raw rows), else None
+    p4_offset: int | None = None
 
 
 class _Handle:
-    def __init__(self, h5file: Any, layout: _Layout, key: str) -> None:
+    def __init__(self, h5file: Any, layout: _Layout, key: str, path: Path) -> None:
         self.file = h5file
         self.layout = layout
         self.key = key
+        self.path = path
+        self._rows: np.ndarray | None = None  # row buffer reused across reads
+        self._mapped: _MappedChunks | bool | None = False  # False: not looked at yet
+
+    def rows(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """A reusable buffer of ``n`` rows of the table's compound type."""
+        if self._rows is None or len(self._rows) < n:
+            self._rows = np.empty(n, dtype=dtype)
+        return self._rows[:n]
+
+    def mapped(self, ds: Any) -> _MappedChunks | None:
+        """The table's chunks for reading by memory map, or ``None`` when that does not apply."""
+        if self._mapped is False:
+            self._mapped = _MappedChunks.open(ds, self.path)
+        return self._mapped  # type: ignore[return-value]
 
     def close(self) -> None:
+        self._rows = None
+        if isinstance(self._mapped, _MappedChunks):
+            self._mapped.close()
+        self._mapped = False
         self.file.close()
+
+
+class _MappedChunks:
+    """Raw rows of an uncompressed chunked table, read through ``mmap`` instead of ``H5Dread``.
+
+    HDF5 reads copy every byte from the page cache into the caller's buffer; a memory map
+    lets the padding scan read the page cache directly, which removes the most expensive
+    pass of a read. Only used when nothing stands between the chunk bytes and the rows: no
+    filters (compression, checksums), no user block, the default file driver, every chunk
+    allocated and whole. The first chunk is compared with an HDF5 read when the map is
+    set up. Chunk addresses beyond the end of the file (a truncated file) raise
+    :class:`JetFileError` here, before anything is mapped, so a read never touches a page
+    that is not in the file. Each piece is unmapped as soon as it is packed, so the memory
+    in use does not grow with the file.
+    """
+
+    def __init__(
+        self, fd: int, addresses: np.ndarray, chunk_rows: int, num_rows: int, dtype: np.dtype
+    ) -> None:
+        self.fd = fd
+        self.addresses = addresses
+        self.chunk_rows = chunk_rows
+        self.num_rows = num_rows
+        self.dtype = dtype
+
+    @classmethod
+    def open(cls, ds: Any, path: Path) -> _MappedChunks | None:
+        h5py = require("h5py", "hdf5", feature="reading top-tagging HDF5 files")
+        try:
+            dcpl = ds.id.get_create_plist()
+            usable = (
+                dcpl.get_layout() == h5py.h5d.CHUNKED
+                and dcpl.get_nfilters() == 0
+                and ds.ndim == 1
+                and ds.file.driver == "sec2"
+                and ds.file.id.get_create_plist().get_userblock() == 0
+                and ds.shape[0] > 0
+            )
+        except Exception:  # an exotic file: the HDF5 route reads it
+            return None
+        if not usable:
+            return None
+        rows, item = int(ds.chunks[0]), ds.dtype.itemsize
+        try:
+            infos: list[Any] = []
+            if hasattr(ds.id, "chunk_iter"):
+                ds.id.chunk_iter(infos.append)
+            else:
+                infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
+            table = np.array(
+                [(c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask) for c in infos],
+                dtype=np.int64,
+            ).reshape(-1, 4)
+        except Exception:
+            return None
+        count = -(-int(ds.shape[0]) // rows)
+        index = table[:, 0] // rows
+        if (
+            len(table) != count
+            or (table[:, 0] % rows != 0).any()
+            or (table[:, 2] != rows * item).any()
+            or (table[:, 3] != 0).any()
+            or not np.array_equal(np.sort(index), np.arange(count))
+        ):
+            return None  # unallocated chunks read as fill values: leave those to HDF5
+        addresses = np.empty(count, dtype=np.int64)
+        addresses[index] = table[:, 1]
+        file_size = path.stat().st_size
+        end = int(addresses.max()) + rows * item
+        if end > file_size:
+            raise JetFileError(
+                f"{path}: table rows extend to byte {end} but the file has {file_size} bytes "
+                "(truncated file?)"
+            )
+        fd = os.open(path, os.O_RDONLY)
+        mapped = cls(fd, addresses, rows, int(ds.shape[0]), ds.dtype)
+        try:
+            n = min(rows, mapped.num_rows)
+            expect = np.empty(n, dtype=ds.dtype)
+            ds.read_direct(expect, np.s_[0:n], np.s_[0:n])
+            same = False
+            for _, got in mapped.pieces(0, n):
+                same = got.tobytes() == expect.tobytes()
+                del got
+        except Exception:
+            same = False
+        if not same:
+            mapped.close()
+            return None
+        return mapped
+
+    def pieces(self, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, rows)`` for rows ``start:stop``, one per run of adjacent chunks.
+
+        ``rows`` is a read-only view of the mapped file; drop it before asking for the next
+        piece (the map is closed then).
+        """
+        if stop <= start:
+            return
+        rows, item = self.chunk_rows, self.dtype.itemsize
+        c0, c1 = start // rows, (stop - 1) // rows + 1
+        addr = self.addresses[c0:c1]
+        breaks = (np.flatnonzero(np.diff(addr) != rows * item) + 1).tolist()
+        for r0, r1 in zip([0, *breaks], [*breaks, c1 - c0], strict=True):
+            a = max(start, (c0 + r0) * rows)
+            b = min(stop, (c0 + r1) * rows)
+            first = int(addr[r0]) + (a - (c0 + r0) * rows) * item
+            base = first - first % mmap.ALLOCATIONGRANULARITY
+            mm = mmap.mmap(
+                self.fd, first + (b - a) * item - base, access=mmap.ACCESS_READ, offset=base
+            )
+            try:
+                yield a, np.frombuffer(mm, dtype=self.dtype, count=b - a, offset=first - base)
+            finally:
+                try:
+                    mm.close()
+                except BufferError:  # a view is still alive: the map goes when it does
+                    pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _inspect(h5: Any, path: Path, key: str) -> _Layout:
@@ -175,7 +326,32 @@ def _inspect(h5: Any, path: Path, key: str) -> _Layout:
         )
     if "is_signal_new" not in columns:
         raise MissingKeyError(f"{path}: column 'is_signal_new' (the label) is missing")
-    return _Layout(kind, num_rows, columns, n_const)
+    layout = _Layout(kind, num_rows, columns, n_const)
+    if kind == "table":
+        layout.p4_offset = _p4_offset(group["table"], columns, n_const)
+    return layout
+
+
+def _p4_offset(ds: Any, columns: dict[str, tuple[str, int]], m: int) -> int | None:
+    """Byte offset of ``E_0`` in a raw row when the fast path applies, else ``None``.
+
+    It applies when ``E_0, PX_0, ..., PZ_{m-1}`` are ``4 m`` consecutive little-endian float32
+    values of one block (the published layout) and the numpy dtype h5py reports is the file's
+    compound type byte for byte, so that raw rows can be read without any type conversion.
+    """
+    h5t = require("h5py", "hdf5", feature="reading top-tagging HDF5 files").h5t
+    where = [columns[f"{c}_{i}"] for i in range(m) for c in _COMPONENTS]
+    block, first = where[0]
+    if any(b != block or j != first + k for k, (b, j) in enumerate(where)):
+        return None
+    field_dtype, field_offset = ds.dtype.fields[block][:2]
+    if field_dtype.base != np.dtype("<f4"):
+        return None
+    try:
+        same = h5t.py_create(ds.dtype) == ds.id.get_type()
+    except (TypeError, ValueError):
+        return None
+    return field_offset + 4 * first if same else None
 
 
 class TopHDF5Reader(JetReader):
@@ -207,66 +383,248 @@ class TopHDF5Reader(JetReader):
         except BaseException:
             f.close()
             raise
-        return _Handle(f, layout, self.key.strip("/"))
+        return _Handle(f, layout, self.key.strip("/"), path)
 
     def _num_entries(self, handle: _Handle, path: Path) -> int:
         return handle.layout.num_rows
 
+    def iter_batches(
+        self,
+        batch_size: int = 256,
+        *,
+        x_fields: Sequence[str] | None = None,
+        dtype: torch.dtype | None = None,
+        drop_last: bool = False,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> Iterator[JetBatch]:
+        """As :meth:`JetReader.iter_batches`, without validating every batch a second time.
+
+        With ``check`` on, :meth:`read_file` has already found every momentum finite and
+        the offsets are built from the counts, so the batches are assembled directly rather
+        than through ``JetBatch(...)``, whose own finiteness pass over all momenta costs
+        about as much as reading them. Narrowing casts (which could overflow to inf) and
+        ``x_fields`` (the files have no per-particle fields) take the validated route.
+        """
+        from jettag.data.batch import JetBatch
+
+        if x_fields or not self.check:
+            yield from super().iter_batches(
+                batch_size,
+                x_fields=x_fields,
+                dtype=dtype,
+                drop_last=drop_last,
+                start=start,
+                stop=stop,
+            )
+            return
+        per_read = max(1, -(-self.read_size // batch_size)) if batch_size > 0 else 1
+        for chunk in self.iter_chunks(batch_size * per_read, start=start, stop=stop):
+            p4 = torch.from_numpy(chunk.p4)
+            if not _widening(p4.dtype, dtype):
+                batches = (
+                    chunk.slice(s, s + batch_size).to_batch(x_fields=[], dtype=dtype)
+                    for s in range(0, len(chunk), batch_size)
+                )
+            else:
+                batches = _trusted_batches(JetBatch, chunk, p4.to(dtype or p4.dtype), batch_size)
+            for batch in batches:
+                if drop_last and len(batch) < batch_size:
+                    return
+                yield batch
+
     def _read(self, handle: _Handle, path: Path, start: int, stop: int) -> JetChunk:
         layout = handle.layout
         group = handle.file[handle.key]
+        if layout.p4_offset is not None:
+            return self._read_raw_rows(handle, group["table"], path, start, stop, layout.p4_offset)
         blocks: dict[str, np.ndarray] = {}
         if layout.kind == "table":
             rows = group["table"][start:stop]
             for name in rows.dtype.names:
                 if name != "index":
-                    arr = rows[name]
-                    blocks[name] = arr.reshape(len(rows), -1)
+                    blocks[name] = rows[name].reshape(len(rows), -1)
         else:
             for name in {b for b, _ in layout.columns.values()}:
                 blocks[name] = group[name][start:stop]
         n = stop - start
-
-        def column(name: str) -> np.ndarray:
-            block, j = layout.columns[name]
-            return blocks[block][:, j]
-
-        def columns(names: list[str]) -> np.ndarray:
-            # one gather per block (all constituent columns normally live in one block)
-            where = [layout.columns[name] for name in names]
-            if len({b for b, _ in where}) == 1:
-                return blocks[where[0][0]][:, [j for _, j in where]]
-            return np.stack([column(name) for name in names], axis=1)
-
         m = layout.num_constituents
         names = [f"{c}_{i}" for i in range(m) for c in _COMPONENTS]
-        where = [layout.columns[name] for name in names]
-        first_block, first = where[0]
-        if all(b == first_block and j == first + k for k, (b, j) in enumerate(where)):
-            # the published layout: E_0, PX_0, PY_0, PZ_0, E_1, ... side by side in one block
-            dense = blocks[first_block][:, first : first + 4 * m].reshape(n, m, 4)
-        else:
-            dense = columns(names).reshape(n, m, 4)
+        dense = _gather_columns(blocks, layout, names).reshape(n, m, 4)
         # padding is all four components zero (an OR of views beats a reduce over 4 values)
         mask = (dense[..., 0] != 0) | (dense[..., 1] != 0) | (dense[..., 2] != 0)
         mask |= dense[..., 3] != 0
         counts = mask.sum(axis=1).astype(np.int64)
-        p4 = dense[mask]
+        label, jet_fields = _jet_columns(blocks, layout, path, start)
+        return JetChunk(dense[mask], counts, label, {}, jet_fields)
 
-        label_raw = column("is_signal_new")
-        bad = ~np.isin(label_raw, (0, 1))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise JetFileError(
-                f"{path}: entry {start + i} has is_signal_new = {label_raw[i].item()!r}; "
-                "expected 0 (QCD) or 1 (top)"
-            )
-        jet_fields: dict[str, np.ndarray] = {}
-        if all(c in layout.columns for c in TRUTH_COLUMNS):
-            jet_fields["truth_p4"] = columns(list(TRUTH_COLUMNS))
-        if "ttv" in layout.columns:
-            jet_fields["ttv"] = column("ttv").astype(np.int64)
-        return JetChunk(p4, counts, label_raw.astype(np.int64), {}, jet_fields)
+    def _read_raw_rows(
+        self, handle: _Handle, ds: Any, path: Path, start: int, stop: int, p4_offset: int
+    ) -> JetChunk:
+        """The fast path: raw rows, piece by piece, packed as they come.
+
+        Rows come from a memory map of the chunks (see :class:`_MappedChunks`) or, when that
+        does not apply, from HDF5 reads with the file's own compound type (bytes copied,
+        nothing converted) into a reused buffer of whole HDF5 chunks. Either way the raw
+        rows in memory stay bounded however many jets are asked for; only the packed
+        constituents (about a quarter of the bytes in the published files) are kept.
+        """
+        layout = handle.layout
+        kept: list[np.ndarray] = []
+        counts, labels, fields = [], [], []
+        for a, rows in self._raw_pieces(handle, ds, start, stop):
+            n = len(rows)
+            raw = rows.view(np.uint8).reshape(n, ds.dtype.itemsize)
+            c = _pack_constituents(raw, p4_offset, layout.num_constituents, kept)
+            blocks = {
+                name: rows[name].reshape(n, -1) for name in rows.dtype.names if name != "index"
+            }
+            label, jet_fields = _jet_columns(blocks, layout, path, a)
+            del raw, blocks, rows  # views of a map that is closed next
+            counts.append(c)
+            labels.append(label)
+            fields.append(jet_fields)
+        if not counts:
+            return JetChunk(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0))
+        return JetChunk(
+            _as_p4(kept),
+            _concat(counts),
+            _concat(labels),
+            {},
+            {k: _concat([f[k] for f in fields]) for k in fields[0]},
+        )
+
+    @staticmethod
+    def _raw_pieces(
+        handle: _Handle, ds: Any, start: int, stop: int
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        chunk_rows = ds.chunks[0] if ds.chunks else 1
+        piece = -(-_PIECE_ROWS // chunk_rows) * chunk_rows
+        mapped = handle.mapped(ds) if stop > start else None
+        if mapped is not None:
+            for a in range(start, stop, piece):
+                yield from mapped.pieces(a, min(a + piece, stop))
+            return
+        h5s = require("h5py", "hdf5", feature="reading top-tagging HDF5 files").h5s
+        file_type = ds.id.get_type()
+        for a in range(start, stop, piece):
+            b = min(a + piece, stop)
+            rows = handle.rows(b - a, ds.dtype)
+            fspace = ds.id.get_space()
+            fspace.select_hyperslab((a,), (b - a,))
+            ds.id.read(h5s.create_simple((b - a,)), fspace, rows, mtype=file_type)
+            yield a, rows
+
+
+#: Rows read at once by the fast path (rounded up to whole HDF5 chunks): 26 MB of raw rows
+#: in the published layout, the only buffer whose size depends on the read.
+_PIECE_ROWS = 8192
+#: Jets per pass of the padding scan, so that the rows scanned are still in the L2 cache
+#: when their constituents are gathered.
+_SCAN_ROWS = 256
+
+
+def _widening(stored: torch.dtype, target: torch.dtype | None) -> bool:
+    """Whether casting finite ``stored`` values to ``target`` keeps them finite."""
+    if stored not in (torch.float32, torch.float64):
+        return False
+    return target is None or target == torch.float64 or target == stored
+
+
+def _trusted_batches(
+    cls: type[JetBatch], chunk: JetChunk, p4: torch.Tensor, batch_size: int
+) -> Iterator[JetBatch]:
+    """Batches of ``batch_size`` jets of a checked chunk, sharing its memory."""
+    offsets = chunk.offsets
+    label = None if chunk.label is None else torch.from_numpy(chunk.label)
+    fields = {}
+    for name, arr in chunk.jet_fields.items():
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        fields[name] = t.to(p4.dtype) if t.is_floating_point() else t
+    for s in range(0, len(chunk), batch_size):
+        e = min(s + batch_size, len(chunk))
+        a, b = int(offsets[s]), int(offsets[e])
+        ptr = torch.from_numpy(offsets[s : e + 1] - a)
+        yield cls._trusted(
+            p4[a:b],
+            ptr,
+            None,
+            None if label is None else label[s:e],
+            {k: v[s:e] for k, v in fields.items()},
+        )
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _pack_constituents(raw: np.ndarray, offset: int, m: int, kept: list[np.ndarray]) -> np.ndarray:
+    """Append the real constituents of raw table rows to ``kept``; return per-jet counts.
+
+    ``raw`` is ``(n, row bytes)``; constituent ``i`` of a row is the 16 bytes at
+    ``offset + 16 i`` (``E, PX, PY, PZ`` little-endian float32). A constituent is padding
+    when all four values compare equal to zero, as in the generic path (``-0.0`` is zero, NaN
+    is not). Rows are scanned a few hundred at a time so that they are still in the cache
+    when their constituents are gathered, as opaque 16-byte items (one item per
+    constituent, ``kept`` gets ``(P_block,)`` arrays of them).
+    """
+    n = raw.shape[0]
+    region = raw[:, offset : offset + 16 * m]
+    items = region.view("V16")  # (n, m)
+    values = region.view("<f4")  # (n, 4 m)
+    counts = np.empty(n, dtype=np.int64)
+    nonzero = np.empty((min(n, _SCAN_ROWS), 4 * m), dtype=bool)
+    # the 4 flags of a constituent read as one 4-byte word: nonzero iff any flag is set
+    word = np.uint32
+    # a row has at most m real constituents: uint8 sums are exact below 256 and cheapest
+    count_dtype = np.uint8 if m < 256 else np.int64
+    for s in range(0, n, _SCAN_ROWS):
+        e = min(s + _SCAN_ROWS, n)
+        flags = nonzero[: e - s]
+        np.not_equal(values[s:e], 0, out=flags)
+        real = flags.view(word) != 0
+        counts[s:e] = np.add.reduce(real.view(np.uint8), axis=1, dtype=count_dtype)
+        kept.append(items[s:e][real])
+    return counts
+
+
+def _as_p4(kept: list[np.ndarray]) -> np.ndarray:
+    """``(P, 4)`` float32 from the 16-byte items of :func:`_pack_constituents`."""
+    items = _concat(kept) if kept else np.zeros(0, dtype="V16")
+    return items.view("<f4").reshape(-1, 4).astype(np.float32, copy=False)
+
+
+def _gather_columns(blocks: dict[str, np.ndarray], layout: _Layout, names: list[str]) -> np.ndarray:
+    """``(n, len(names))`` values of the named columns (a view when they are adjacent)."""
+    where = [layout.columns[name] for name in names]
+    block, first = where[0]
+    if all(b == block and j == first + k for k, (b, j) in enumerate(where)):
+        return blocks[block][:, first : first + len(names)]
+    if len({b for b, _ in where}) == 1:
+        return blocks[block][:, [j for _, j in where]]
+    return np.stack([blocks[b][:, j] for b, j in where], axis=1)
+
+
+def _jet_columns(
+    blocks: dict[str, np.ndarray], layout: _Layout, path: Path, start: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Checked labels and the jet fields, as new arrays (``blocks`` may be a reused buffer)."""
+    block, j = layout.columns["is_signal_new"]
+    label_raw = blocks[block][:, j]
+    bad = (label_raw != 0) & (label_raw != 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise JetFileError(
+            f"{path}: entry {start + i} has is_signal_new = {label_raw[i].item()!r}; "
+            "expected 0 (QCD) or 1 (top)"
+        )
+    jet_fields: dict[str, np.ndarray] = {}
+    if all(c in layout.columns for c in TRUTH_COLUMNS):
+        jet_fields["truth_p4"] = np.array(_gather_columns(blocks, layout, list(TRUTH_COLUMNS)))
+    if "ttv" in layout.columns:
+        block, j = layout.columns["ttv"]
+        jet_fields["ttv"] = blocks[block][:, j].astype(np.int64)
+    return label_raw.astype(np.int64), jet_fields
 
 
 class TopHDF5Writer(JetWriter):
