@@ -961,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true", help="inference only")
     parser.add_argument("--skip", default="",
                         help="comma-separated sections to skip: taggers,particlenet,lorentznet")
+    parser.add_argument("--workloads", default="generated,fixed128",
+                        help="comma-separated workloads: generated,fixed128 (default both)")
     parser.add_argument("--out", default="benchmarks/results/speed",
                         help="output directory (default benchmarks/results/speed)")
     args = parser.parse_args(argv)
@@ -989,17 +991,24 @@ def main(argv: list[str] | None = None) -> int:
     if source.startswith("WARNING"):
         notes.append(source)
     pools = {"generated": pool, "fixed128": fixed_jets(max(batch_sizes), args.seed)}
+    workloads = [w for w in args.workloads.split(",") if w]
+    unknown = sorted(set(workloads) - set(pools))
+    if unknown or not workloads:
+        parser.error(f"--workloads: expected names among {', '.join(pools)}, found "
+                     f"{args.workloads!r}")
+    pools = {name: pools[name] for name in workloads}
     counts = pool.counts.double()
+    descriptions = {
+        "generated": f"{source}; multiplicity mean {counts.mean():.1f}, median "
+                     f"{counts.median():.0f}, max {counts.max():.0f}",
+        "fixed128": "every jet with exactly 128 particles (random massless particles)",
+    }
     results: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "environment": environment(device, args.threads),
         "notes": notes,
-        "workloads": {
-            "generated": f"{source}; multiplicity mean {counts.mean():.1f}, median "
-                         f"{counts.median():.0f}, max {counts.max():.0f}",
-            "fixed128": "every jet with exactly 128 particles (random massless particles)",
-        },
+        "workloads": {name: descriptions[name] for name in pools},
         "taggers": {},
     }
     log("measuring the matrix-multiply peak ...")

@@ -214,4 +214,4 @@ def test_b_tagging_script_is_a_thin_wrapper(monkeypatch: pytest.MonkeyPatch,
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "jettag benchmark btag" in text
-    assert "btag default    20000/4000/10000; 3 epoch(s); 3 seed(s)" in text
+    assert "btag default    20000/4000/20000; 3 epoch(s); 3 seed(s)" in text

@@ -115,14 +115,16 @@ PRESETS: dict[str, dict[str, Budget]] = {
         "acceptance": Budget(20_000, 4_000, 10_000, epochs=10),
         "large": Budget(100_000, 20_000, 50_000, epochs=20, seeds=3),
     },
-    # b-tagging: the generator makes about 60 jets per CPU-second, so ``default`` (34k jets)
-    # costs about 10 CPU-minutes of generation, and training the three b-taggers over three
-    # seeds about 25 CPU-minutes with one torch thread (TensorPFN dominates; see
-    # benchmarks/README.md for the measured numbers).
+    # b-tagging: the generator makes about 60 jets per CPU-second, so ``default`` (44k jets)
+    # costs about 12 CPU-minutes of generation, and training the three b-taggers over three
+    # seeds about 15 CPU-minutes with one torch thread (the Tensor PFN dominates; measured
+    # numbers in benchmarks/README.md). 20k test jets (10k light): at 70% b-efficiency the
+    # light rejection of these jets reaches several hundred, which 5k light jets would
+    # leave to a handful of them.
     "btag": {
         "tiny": Budget(200, 100, 200, epochs=1),
-        "default": Budget(20_000, 4_000, 10_000, epochs=3, seeds=3),
-        "acceptance": Budget(20_000, 4_000, 10_000, epochs=3, seeds=3),
+        "default": Budget(20_000, 4_000, 20_000, epochs=3, seeds=3),
+        "acceptance": Budget(20_000, 4_000, 20_000, epochs=3, seeds=3),
         "large": Budget(100_000, 20_000, 50_000, epochs=10, seeds=3),
     },
 }

@@ -7,7 +7,8 @@ checkpoints.
 - :func:`list_pretrained`, :func:`load_pretrained`: the zoo (``jettag/hub/zoo/``).
 - :func:`export_onnx`: padded inputs, dynamic axes, metadata.
 - :func:`predict_file`: score a ROOT/HDF5/npz/parquet file (``jettag predict``).
-- :func:`load_weaver_particlenet`, :func:`load_lorentznet_release`: published weights.
+- :func:`load_weaver_particlenet`, :func:`load_lorentznet_release`: published weights,
+  returned as the same :class:`Tagger`.
 
 Modules are imported on first use of a name.
 """

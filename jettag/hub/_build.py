@@ -112,7 +112,7 @@ def run_metrics(
                     "uncertainty": round(float(std), 6),
                     "description": f"{description}; uncertainty: std over {bootstrap} "
                                    "bootstrap replicates of the test jets"})
-    return out, int(len(labels))
+    return out, len(labels)
 
 
 def _data_section(files: Sequence[str], jets: int | None, split: str) -> dict[str, Any]:

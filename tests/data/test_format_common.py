@@ -155,3 +155,22 @@ def test_writers_accept_jetbatch_with_features(tmp_path):
     root.write(batch)
     back = open_dataset(root.close()).read_batch(x_fields=["part_x_0", "part_x_1"])
     assert torch.equal(back.x, batch.x) and torch.equal(back.label, batch.label)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_check_finite_fast_pass_is_exact(dtype):
+    """The one-sum shortcut neither misses a non-finite value nor flags an overflowing sum."""
+    big = np.finfo(dtype).max
+    chunk = JetChunk(np.full((6, 4), big, dtype=dtype), np.array([2, 4]))
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(chunk.p4.sum())  # the sum overflows: the exact check decides
+    chunk.check_finite("big")  # every value is finite: no error
+    for bad in (np.nan, np.inf, -np.inf):
+        p4 = np.ones((6, 4), dtype=dtype)
+        p4[4, 2] = bad
+        with pytest.raises(JetFileError, match=r"src: entry 11 .*constituent 2, part_py"):
+            JetChunk(p4, np.array([2, 4])).check_finite("src", first_entry=10)
+    p4 = np.ones((6, 4), dtype=dtype)
+    p4[0, 0], p4[5, 3] = np.inf, -np.inf  # inf - inf: the sum is NaN, still caught
+    with pytest.raises(JetFileError, match=r"src: entry 0 "):
+        JetChunk(p4, np.array([2, 4])).check_finite("src")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import pytest
+import torch
 
 pd = pytest.importorskip("pandas")
 h5py = pytest.importorskip("h5py")
@@ -269,3 +271,191 @@ def test_streaming_memory_is_bounded(tmp_path):
     whole_file = 1600 * 806 * 4
     assert peaks[1] < 1.3 * peaks[0]
     assert peaks[1] < whole_file / 3
+
+
+# ------------------------------------------------------------------ fast paths
+
+
+def tricky_frame(n: int = 100) -> tuple:
+    """Published layout with every padding corner case the reader must keep or drop."""
+    df, counts, values, labels = published_frame(n, seed=11)
+    values = values.copy()
+    values[0, :] = 0.0  # no constituents
+    values[1, :800] = np.abs(values[1, :800]) + 1.0  # all 200 constituents
+    values[2, 4:8] = 0.0  # a zero four-vector between real ones: dropped
+    values[3, 4 * counts[3] : 4 * counts[3] + 4] = -0.0  # negative zeros are padding
+    values[4, 0] = 0.0  # E = 0 with p != 0: kept
+    values[5, 796:800] = [7.0, 1.0, 2.0, 3.0]  # a real constituent after the padding: kept
+    values[6, 4 * 199 + 1] = -0.0  # one -0.0 component among zeros: padding
+    df = pd.DataFrame(values[:, :804], columns=COLUMNS)
+    df["ttv"] = np.arange(n, dtype=np.int64) % 3
+    df["is_signal_new"] = labels.astype(np.int64)
+    dense = values[:, :800].reshape(n, 200, 4)
+    real = (dense != 0).any(axis=2)
+    return df, [dense[i][real[i]] for i in range(n)], labels, counts
+
+
+def generic_jets(path, monkeypatch):
+    """Jets read by the generic (h5py structured read + float mask) path."""
+    from jettag.data.formats import top_hdf5
+
+    with monkeypatch.context() as m:
+        m.setattr(top_hdf5, "_p4_offset", lambda *args: None)
+        reader = TopHDF5Reader(path)
+        assert reader._handle(0).layout.p4_offset is None
+        return reader.read()
+
+
+@pytest.mark.parametrize("route", ["mmap", "hdf5"])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fast_paths_equal_the_generic_path(tmp_path, monkeypatch, route, interleaved):
+    """Both fast routes return exactly what the generic path returns, at any range."""
+    from jettag.data.formats import top_hdf5
+
+    df, expected, labels, counts = tricky_frame(100)
+    assert counts[2] > 2 and counts[3] < 200  # the corner cases below are where intended
+    path = tmp_path / "f.h5"
+    if interleaved:  # chunks of the table not adjacent in the file: several mapped runs
+        with pd.HDFStore(path, mode="w") as store:
+            for a in range(0, 100, 30):
+                store.append("table", df.iloc[a : a + 30], format="table", index=False)
+                store.append("other", pd.DataFrame({"x": np.arange(5000.0)}), format="table")
+    else:
+        df.to_hdf(path, key="table", mode="w", format="table")
+    reference = generic_jets(path, monkeypatch)
+    # small pieces and scan blocks: every loop runs several times, pieces end mid-chunk
+    monkeypatch.setattr(top_hdf5, "_PIECE_ROWS", 7)
+    monkeypatch.setattr(top_hdf5, "_SCAN_ROWS", 3)
+    if route == "hdf5":
+        monkeypatch.setattr(top_hdf5._MappedChunks, "open", classmethod(lambda *a: None))
+    reader = TopHDF5Reader(path)
+    handle = reader._handle(0)
+    assert handle.layout.p4_offset == 8  # after the int64 index
+    mapped = handle.mapped(handle.file["table/table"])
+    assert (mapped is not None) == (route == "mmap")
+    jets = reader.read()
+    assert ak.to_list(jets) == ak.to_list(reference)
+    for got, want in zip(jets_p4(jets), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    num = ak.to_numpy(ak.num(jets.part_energy))
+    assert num[:7].tolist() == [0, 200, counts[2] - 1, *counts[3:5], counts[5] + 1, counts[6]]
+    assert float(jets.part_energy[4, 0]) == 0.0 and float(jets.part_px[4, 0]) != 0.0
+    assert [float(jets[f][5, -1]) for f in ("part_energy", "part_px", "part_py", "part_pz")] == [
+        7.0,
+        1.0,
+        2.0,
+        3.0,
+    ]
+    np.testing.assert_array_equal(ak.to_numpy(jets.label), labels)
+    np.testing.assert_array_equal(ak.to_numpy(jets.ttv), np.arange(100) % 3)
+    for a, b in [(13, 77), (39, 41), (0, 1), (99, 100), (50, 50)]:
+        assert ak.to_list(reader.read(a, b)) == ak.to_list(reference[a:b])
+
+
+def test_compressed_file_is_read_through_hdf5(tmp_path, monkeypatch):
+    df, expected, *_ = tricky_frame(60)
+    path = tmp_path / "z.h5"
+    df.to_hdf(path, key="table", mode="w", format="table", complevel=5, complib="zlib")
+    reader = TopHDF5Reader(path)
+    handle = reader._handle(0)
+    assert handle.mapped(handle.file["table/table"]) is None  # compressed: no memory map
+    jets = reader.read()
+    assert ak.to_list(jets) == ak.to_list(generic_jets(path, monkeypatch))
+    for got, want in zip(jets_p4(jets), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+def test_memory_maps_are_released_after_each_piece(tmp_path, monkeypatch):
+    from jettag.data.formats import top_hdf5
+
+    df, *_ = published_frame(300, seed=9)
+    path = tmp_path / "maps.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    monkeypatch.setattr(top_hdf5, "_PIECE_ROWS", 50)
+    reader = TopHDF5Reader(path)
+    seen = []
+    for chunk in reader.iter_chunks(64):
+        seen.append(Path("/proc/self/maps").read_text().count(str(path)))
+        assert len(chunk)
+    assert seen == [0] * len(seen)  # nothing of the file stays mapped between reads
+    handle = reader._handle(0)
+    assert handle.mapped(handle.file["table/table"]) is not None  # and the map route ran
+
+
+def test_file_truncated_after_opening_names_the_file(tmp_path):
+    df, *_ = published_frame(300, seed=2)
+    path = tmp_path / "cut.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    reader = TopHDF5Reader(path)
+    assert len(reader) == 300  # the file is open and its layout known
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(JetFileError, match=r"cut\.h5.*truncated"):
+        reader.read()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 16},
+        {"batch_size": 16, "drop_last": True, "start": 5, "stop": 90},
+        {"batch_size": 7, "dtype": torch.float64},
+        {"batch_size": 1000},
+    ],
+)
+def test_iter_batches_equal_validated_batches(tmp_path, kwargs):
+    """The reader's batches (built without re-validation) equal the base class's batches."""
+    from jettag.data.formats import JetReader
+
+    df, *_ = tricky_frame(100)
+    path = tmp_path / "b.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    reader = TopHDF5Reader(path)
+    ours = list(reader.iter_batches(**kwargs))
+    theirs = list(JetReader.iter_batches(reader, **kwargs))
+    assert [len(b) for b in ours] == [len(b) for b in theirs] and ours
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.p4.dtype == b.p4.dtype == kwargs.get("dtype", torch.float32)
+        assert torch.equal(a.p4, b.p4) and torch.equal(a.ptr, b.ptr)
+        assert torch.equal(a.label, b.label)
+        assert a.fields.keys() == b.fields.keys() == {"truth_p4", "ttv"}
+        for k in a.fields:
+            assert torch.equal(a.fields[k], b.fields[k])
+            assert a.fields[k].dtype == b.fields[k].dtype
+
+
+def test_iter_batches_report_nan_without_the_check(tmp_path):
+    df, *_ = published_frame(10, seed=7)
+    df.loc[6, "PX_0"] = np.nan
+    df.loc[6, "E_0"] = 10.0
+    path = tmp_path / "nanb.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    with pytest.raises(JetFileError, match=r"nanb\.h5: entry 6 .*non-finite"):
+        list(TopHDF5Reader(path).iter_batches(4))
+    # check=False skips the reader's check; JetBatch's own validation still refuses NaN
+    with pytest.raises(ValueError, match="finite"):
+        list(TopHDF5Reader(path, check=False).iter_batches(4))
+
+
+def test_ttv_in_the_float_block(tmp_path, monkeypatch):
+    """ttv stored as float32 (805 floats + 1 int64 per row, rows of 3236 bytes) reads the same."""
+    df, expected, labels, _ = tricky_frame(50)
+    df["ttv"] = df["ttv"].astype(np.float32)
+    path = tmp_path / "ttv.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    with h5py.File(path) as f:
+        table = f["table/table"]
+        assert table.dtype["values_block_0"] == np.dtype(("<f4", (805,)))
+        assert table.dtype["values_block_1"] == np.dtype(("<i8", (1,)))
+        assert table.dtype.itemsize == 3236
+    reader = TopHDF5Reader(path)
+    handle = reader._handle(0)
+    assert handle.layout.p4_offset == 8
+    assert handle.mapped(handle.file["table/table"]) is not None
+    jets = reader.read()
+    assert ak.to_list(jets) == ak.to_list(generic_jets(path, monkeypatch))
+    for got, want in zip(jets_p4(jets), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ak.to_numpy(jets.label), labels)
+    np.testing.assert_array_equal(ak.to_numpy(jets.ttv), np.arange(50) % 3)

@@ -7,7 +7,7 @@ deviations of the card's, the card's (bootstrap) uncertainty and the new sample'
 (bootstrap) uncertainty added in quadrature. The default run checks the cheapest top
 tagger end to end (generator -> ROOT file written with uproot -> ``jettag predict`` in a
 fresh process -> parquet -> AUC) on 200 jets; ``-m slow`` checks every entry that way on
-1,000 jets and the top taggers with ``Tagger.predict`` on 4,000.
+1,000 jets and the top taggers with ``Tagger.predict`` on 2,000 more.
 """
 
 from __future__ import annotations
@@ -126,12 +126,20 @@ def test_tampered_or_swapped_zoo_weights_fail_with_a_clear_error(tmp_path: Path)
 # ------------------------------------------------------------- new jets, files, the CLI
 
 
-def _generate(task: str, per_class: int, seed: int):
+def _generate(task: str, per_class: int, seed: int, *, cached: bool = False):
+    """Jets of the task's recipe as an awkward array; ``cached``: through the generator's
+    cache ($JETTAG_DATA or ~/.cache/jettag), so that a second slow run generates nothing."""
     pytest.importorskip("pythia8mc", reason="needs the generate extra (pythia8mc)")
     pytest.importorskip("fastjet", reason="needs the generate extra (fastjet)")
-    from jettag.data.generate import generate_jets
+    from jettag.data.generate import generate, generate_jets
 
-    return generate_jets(RECIPES[task], per_class, seed=seed, workers=1, shuffle=True)
+    if not cached:
+        return generate_jets(RECIPES[task], per_class, seed=seed, workers=1, shuffle=True)
+    from jettag.data.formats import open_dataset
+
+    path = generate(RECIPES[task], per_class, seed=seed, workers=1, progress=False)
+    with open_dataset(path) as reader:
+        return reader.read_chunk(0, len(reader)).to_awkward()
 
 
 def _write_root(jets, path: Path) -> dict[str, str]:
@@ -197,20 +205,20 @@ def test_cli_reproduces_every_card_on_new_jets(name: str, tmp_path: Path):
     import awkward as ak
 
     task = _task(name)
-    jets = _generate(task, 500, SLOW_SEED)
+    jets = _generate(task, 500, SLOW_SEED, cached=True)
     scores = _scores_from_file(name, jets, tmp_path)
     _check_auc(name, ak.to_numpy(jets["label"]), scores, task)
 
 
 @pytest.fixture(scope="module")
 def new_top_jets():
-    return _generate("top", 2000, SLOW_SEED + 1)
+    return _generate("top", 1000, SLOW_SEED + 1, cached=True)
 
 
 @pytest.mark.slow
 @pytest.mark.generate
 @pytest.mark.parametrize("name", [n for n in ENTRIES if n.startswith("top-")])
-def test_top_taggers_reach_their_card_auc_on_4000_new_jets(name: str, new_top_jets):
+def test_top_taggers_reach_their_card_auc_on_2000_new_jets(name: str, new_top_jets):
     import awkward as ak
 
     assert _task(name) == "top"

@@ -242,8 +242,9 @@ class JetChunk:
         """Raise :class:`JetFileError` naming ``source`` and the entry of a non-finite momentum."""
         # One cheap pass first: a sum is finite only if every term is (a finite sum that
         # overflows is merely sent to the exact check below).
-        if np.isfinite(self.p4.sum()):
-            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(self.p4.sum()):
+                return
         finite = np.isfinite(self.p4).all(axis=1)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])

@@ -14,6 +14,14 @@ anything). It also reads ``format="fixed"`` stores (``/table/block<k>_values`` w
 ``/table/block<k>_items``). The writer goes through pandas/PyTables itself so that the files
 are the same HDF5 structure pandas writes.
 
+When the constituents are ``4 m`` adjacent little-endian float32 values of one block (the
+published layout, ttv in either block), rows are read raw, a few thousand at a time: through
+a memory map of the table's chunks when they are stored uncompressed (the published files),
+else with HDF5 reads that convert nothing into a reused buffer. Padding is found and the
+real constituents gathered while the rows are in the cache, and only the packed jets are
+kept, so memory does not grow with the file or with the range read. Other layouts take a
+generic path (structured h5py reads, float mask) with the same results.
+
 Example:
     >>> from jettag.data.formats import TopHDF5Reader   # doctest: +SKIP
     >>> reader = TopHDF5Reader("test.h5")                 # doctest: +SKIP
@@ -23,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import array
 import io
 import mmap
 import os
@@ -175,18 +184,21 @@ class _MappedChunks:
         if not usable:
             return None
         rows, item = int(ds.chunks[0]), ds.dtype.itemsize
+        # (first row, address, size, filter mask) of every chunk: 32 bytes a chunk
+        found = array.array("q")
+
+        def note(c: Any) -> None:
+            found.extend((c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask))
+
         try:
-            infos: list[Any] = []
             if hasattr(ds.id, "chunk_iter"):
-                ds.id.chunk_iter(infos.append)
+                ds.id.chunk_iter(note)
             else:
-                infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
-            table = np.array(
-                [(c.chunk_offset[0], c.byte_offset, c.size, c.filter_mask) for c in infos],
-                dtype=np.int64,
-            ).reshape(-1, 4)
+                for k in range(ds.id.get_num_chunks()):
+                    note(ds.id.get_chunk_info(k))
         except Exception:
             return None
+        table = np.frombuffer(found, dtype=np.int64).reshape(-1, 4)
         count = -(-int(ds.shape[0]) // rows)
         index = table[:, 0] // rows
         if (
