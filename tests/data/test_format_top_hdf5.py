@@ -395,6 +395,22 @@ def test_file_truncated_after_opening_names_the_file(tmp_path):
         reader.read()
 
 
+def test_file_truncated_while_reading_names_the_file(tmp_path, monkeypatch):
+    from jettag.data.formats import top_hdf5
+
+    df, *_ = published_frame(300, seed=3)
+    path = tmp_path / "shrunk.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    monkeypatch.setattr(top_hdf5, "_PIECE_ROWS", 40)
+    chunks = TopHDF5Reader(path).iter_chunks(40)
+    assert len(next(chunks)) == 40  # the memory map is set up and in use
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(JetFileError, match=r"shrunk\.h5: rows \d+\.\.\d+ lie past the end"):
+        for _ in chunks:
+            pass
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -152,14 +152,23 @@ class _MappedChunks:
     filters (compression, checksums), no user block, the default file driver, every chunk
     allocated and whole. The first chunk is compared with an HDF5 read when the map is
     set up. Chunk addresses beyond the end of the file (a truncated file) raise
-    :class:`JetFileError` here, before anything is mapped, so a read never touches a page
-    that is not in the file. Each piece is unmapped as soon as it is packed, so the memory
-    in use does not grow with the file.
+    :class:`JetFileError` when the map is set up, and the file size is checked again before
+    each piece is mapped, so a read does not touch a page past the end of the file (which
+    would kill the process with SIGBUS) unless the file shrinks during that very piece.
+    Each piece is unmapped as soon as it is packed, so the memory in use does not grow
+    with the file.
     """
 
     def __init__(
-        self, fd: int, addresses: np.ndarray, chunk_rows: int, num_rows: int, dtype: np.dtype
+        self,
+        path: Path,
+        fd: int,
+        addresses: np.ndarray,
+        chunk_rows: int,
+        num_rows: int,
+        dtype: np.dtype,
     ) -> None:
+        self.path = path
         self.fd = fd
         self.addresses = addresses
         self.chunk_rows = chunk_rows
@@ -219,7 +228,7 @@ class _MappedChunks:
                 "(truncated file?)"
             )
         fd = os.open(path, os.O_RDONLY)
-        mapped = cls(fd, addresses, rows, int(ds.shape[0]), ds.dtype)
+        mapped = cls(path, fd, addresses, rows, int(ds.shape[0]), ds.dtype)
         try:
             n = min(rows, mapped.num_rows)
             expect = np.empty(n, dtype=ds.dtype)
@@ -252,6 +261,12 @@ class _MappedChunks:
             b = min(stop, (c0 + r1) * rows)
             first = int(addr[r0]) + (a - (c0 + r0) * rows) * item
             base = first - first % mmap.ALLOCATIONGRANULARITY
+            size = os.fstat(self.fd).st_size
+            if first + (b - a) * item > size:  # a page past the end would be SIGBUS, not an error
+                raise JetFileError(
+                    f"{self.path}: rows {a}..{b} lie past the end of the file ({size} bytes); "
+                    "was it truncated while being read?"
+                )
             mm = mmap.mmap(
                 self.fd, first + (b - a) * item - base, access=mmap.ACCESS_READ, offset=base
             )
