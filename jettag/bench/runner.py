@@ -116,11 +116,12 @@ PRESETS: dict[str, dict[str, Budget]] = {
         "large": Budget(100_000, 20_000, 50_000, epochs=20, seeds=3),
     },
     # b-tagging: the generator makes about 60 jets per CPU-second, so ``default`` (44k jets)
-    # costs about 12 CPU-minutes of generation, and training the three b-taggers over three
-    # seeds about 15 CPU-minutes with one torch thread (the Tensor PFN dominates; measured
-    # numbers in benchmarks/README.md). 20k test jets (10k light): at 70% b-efficiency the
-    # light rejection of these jets reaches several hundred, which 5k light jets would
-    # leave to a handful of them.
+    # costs about 12 CPU-minutes of generation, and the training steps of the three
+    # b-taggers over three seeds about 11 CPU-minutes with one torch thread (0.11, 0.94 and
+    # 2.53 CPU-ms per jet and step for the PFN, Vector and Tensor PFN; measured numbers in
+    # benchmarks/README.md). 20k test jets (10k light): at 70% b-efficiency the
+    # light rejection of these jets reaches thousands, so even R70 on 10k light jets rests
+    # on a few of them.
     "btag": {
         "tiny": Budget(200, 100, 200, epochs=1),
         "default": Budget(20_000, 4_000, 20_000, epochs=3, seeds=3),
