@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as _dt
 import importlib
 import itertools
@@ -629,11 +630,17 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
     weaver.load_state_dict(to_weaver_state_dict(model))
     pyg = PygParticleNet(7, 2, model.block_params, model.fc_params).to(runner.device).eval()
     pyg.load_jettag(model)
+    nets = (model, weaver, pyg)
+    initial = [copy.deepcopy(net.state_dict()) for net in nets]
     limit = runner.args.memory_limit_gb * 2**30
     out: dict[str, Any] = {}
     for workload, pool in pools.items():
         rows = []
         for size in batch_sizes:
+            # Training steps move weights and BatchNorm statistics apart: every row starts
+            # from the same shared weights, so the output comparisons are meaningful.
+            for net, state in zip(nets, initial, strict=True):
+                net.load_state_dict(state)
             jets = batches(pool, size, 1)[0]
             with torch.no_grad():
                 points, features = (t.to(runner.device) for t in inputs(jets))
@@ -731,10 +738,12 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
     model = lorentznet().to(runner.device).eval()
     _randomise_batchnorm(model)
     edge_list = EdgeListLorentzNet(model)
+    initial = copy.deepcopy(model.state_dict())
     out: dict[str, Any] = {}
     for workload, pool in pools.items():
         rows = []
         for size in batch_sizes:
+            model.load_state_dict(initial)  # as in run_particlenet
             jets = batches(pool, size, 1)[0].to(device=runner.device)
             with torch.no_grad():
                 scalars, x, ptr = model.inputs(jets)

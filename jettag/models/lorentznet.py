@@ -327,7 +327,9 @@ class LorentzNet(nn.Module):
         if scalars.dim() != 2 or scalars.shape[1] != self.num_scalars:
             raise ValueError(f"LorentzNet: scalars must be (P, {self.num_scalars}), found "
                              f"{tuple(scalars.shape)}")
-        edge_index = fully_connected_edges(ptr)
+        # In evaluation the blocks take the full graph of every jet themselves (fused: no
+        # edge list at all); in training one edge list serves every block.
+        edge_index = fully_connected_edges(ptr) if self.training else None
         h = self.embedding(scalars)
         for block in self.blocks:
             h, x = block(h, x, ptr, scalars, edge_index=edge_index)

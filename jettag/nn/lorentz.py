@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from jettag import physics
-from jettag.ops import fully_connected_edges, scatter_mean, scatter_sum
+from jettag.ops import fully_connected_edges, fused, scatter_mean, scatter_sum
+from jettag.ops.fused import use_fused
 
 __all__ = ["LGEB", "lorentz_edge_features", "pairwise_minkowski", "psi"]
 
@@ -166,6 +167,9 @@ class LGEB(nn.Module):
         self.hidden_channels = hidden
         self.attr_channels = attr_channels
         self.c_weight = float(c_weight)
+        #: Evaluation on the fully connected graph (no ``edge_index`` given) runs through
+        #: :func:`jettag.ops.fused.lgeb_eval` on a fast backend; ``False`` for the plain block.
+        self.fused = True
         self.update_x = update_x
         self.clamp = float(clamp)
 
@@ -211,6 +215,8 @@ class LGEB(nn.Module):
         """Update the scalars ``h`` and four-vectors ``x`` of every particle (see the class)."""
         self._check_inputs(h, x, attr)
         if edge_index is None:
+            if self.fused and not self.training and use_fused(h):
+                return fused.lgeb_eval(self, h, x, ptr, attr)
             edge_index = fully_connected_edges(ptr)
         receiver, sender = edge_index[0], edge_index[1]
         num_nodes = h.shape[0]

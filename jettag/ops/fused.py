@@ -63,9 +63,21 @@ __all__ = [
     "lgeb_eval",
     "lorentz_messages",
     "lorentz_messages_reference",
+    "use_fused",
 ]
 
 _AGGREGATIONS = ("mean", "max")
+
+
+def use_fused(tensor: Tensor) -> bool:
+    """Whether the layers take their fused path for ``tensor`` now: a fast backend applies
+    (:func:`jettag.ops.dispatch.select` is not ``"reference"``: not while exporting, not
+    with the reference backend forced) and TorchScript is not scripting or tracing."""
+    from jettag.ops.dispatch import select
+
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    return select(tensor) != "reference"
 
 
 def fold_batchnorm(

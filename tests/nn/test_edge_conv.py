@@ -221,3 +221,28 @@ def test_matches_weaver_edge_conv_block():
         got = conv(x.reshape(-1, 7), pos.reshape(-1, 2), _ptr([20, 20, 20]))
         expected = block(pos.transpose(1, 2), x.transpose(1, 2)).transpose(1, 2).reshape(-1, 64)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_fused_path_equals_the_plain_layer(training):
+    from jettag.ops.fused import use_fused
+
+    torch.manual_seed(11)
+    fused_layer = EdgeConv(5, (16, 16, 16), k=4).double()
+    plain = EdgeConv(5, (16, 16, 16), k=4).double()
+    plain.load_state_dict(fused_layer.state_dict())
+    plain.fused = False
+    fused_layer.train(training)
+    plain.train(training)
+    jets = random_jets(6, 20, generator=3, min_particles=1, layout="batch", dtype=torch.float64)
+    x = torch.randn(jets.num_particles, 5, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(jets.num_particles, 2, dtype=torch.float64)
+    assert use_fused(x)
+    out_fused = fused_layer(x, pos, jets.ptr)
+    (grad_fused,) = torch.autograd.grad(out_fused.square().sum(), x)
+    out_plain = plain(x, pos, jets.ptr)
+    (grad_plain,) = torch.autograd.grad(out_plain.square().sum(), x)
+    torch.testing.assert_close(out_fused, out_plain, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_fused, grad_plain, rtol=1e-9, atol=1e-9)
+    for a, b in zip(fused_layer.norms, plain.norms, strict=True):
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-12, atol=1e-12)

@@ -247,3 +247,20 @@ def test_lgeb_rejects_bad_inputs() -> None:
         LGEB(4)(h, x, ptr, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="channels must be a positive integer"):
         LGEB(0)
+
+
+def test_fused_evaluation_equals_the_plain_block():
+    from jettag.ops.fused import use_fused
+
+    torch.manual_seed(12)
+    block = LGEB(6, hidden_channels=8, attr_channels=0, c_weight=0.3).double().eval()
+    jets = random_jets(5, 12, generator=4, min_particles=1, layout="batch", dtype=torch.float64)
+    h = torch.randn(jets.num_particles, 6, dtype=torch.float64)
+    x = jets.p4 / 100.0
+    assert use_fused(h)
+    with torch.no_grad():
+        h_fused, x_fused = block(h, x, jets.ptr)
+        block.fused = False
+        h_plain, x_plain = block(h, x, jets.ptr)
+    torch.testing.assert_close(h_fused, h_plain, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x_fused, x_plain, rtol=1e-10, atol=1e-10)

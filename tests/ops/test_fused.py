@@ -89,6 +89,14 @@ def test_edge_conv_gradcheck_triton(triton_interpreter):
         (own, other, *weights, *biases))
 
 
+def test_edge_conv_gradcheck_triton_fast(triton_interpreter):
+    own, other, index, valid, weights, biases = _edge_inputs(F64, 2, widths=(2, 3, 2))
+    assert torch.autograd.gradcheck(
+        lambda o, t, w0, w1, b0, b1: fused.edge_conv_messages(o, t, index, valid, [w0, w1],
+                                                              [b0, b1]),
+        (own, other, *weights, *biases), fast_mode=True)
+
+
 def test_edge_conv_messages_errors():
     own, other, index, valid, weights, biases = _edge_inputs(F32, 1)
     with pytest.raises(ValueError, match="aggr"):
@@ -154,6 +162,15 @@ def test_lorentz_gradcheck_cpu():
 
     with dispatch.use_backend("cpu"):
         assert torch.autograd.gradcheck(fn, (hu, hv, x, *params, *phi_x))
+
+
+def test_lorentz_gradcheck_triton_fast(triton_interpreter):
+    hu, hv, x, ptr, params, phi_x = _lorentz_inputs(F64, True, hidden=2, sizes=[3, 0, 1, 2])
+
+    def fn(hu, hv, x, *weights):
+        return fused.lorentz_messages(hu, hv, x, ptr, *weights)
+
+    assert torch.autograd.gradcheck(fn, (hu, hv, x, *params, *phi_x), fast_mode=True)
 
 
 def test_lorentz_messages_errors():

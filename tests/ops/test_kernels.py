@@ -284,6 +284,18 @@ def test_triton_reduction_gradients_match_reference(triton_interpreter):
     torch.testing.assert_close(got, weights[:4][index])
 
 
+def test_triton_gradcheck_fast(triton_interpreter):
+    # fast_mode: a random projection of the Jacobian (few kernel calls in the interpreter);
+    # the full Jacobians are compared by the slow test below.
+    x, ptr = _data([2, 0, 1, 3], 2, F64)
+    x.requires_grad_(True)
+    index = torch.tensor([2, 0, 2, 1, 0, 2])
+    cases = {name: (lambda t, n=name: getattr(ops, n)(t, ptr)) for name in REDUCTIONS}
+    cases["scatter_sum"] = lambda t: ops.scatter_sum(t, index, 4)
+    for name, fn in cases.items():
+        assert torch.autograd.gradcheck(fn, (x,), fast_mode=True), name
+
+
 @pytest.mark.slow
 def test_triton_reductions_gradcheck(triton_interpreter):
     x, ptr = _data([3, 0, 1, 4], 2, F64)
