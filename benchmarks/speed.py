@@ -482,6 +482,21 @@ def fused_drop_ins() -> Iterator[None]:
         EdgeConv.forward, LGEB.forward = edge_forward, lgeb_forward
 
 
+@contextlib.contextmanager
+def plain_layers() -> Iterator[None]:
+    """The layers without their fused path (``EdgeConv.fused = LGEB.fused = False`` for
+    every instance): the row ``jettag (plain layers)``. The shipped layers fuse."""
+    import jettag.nn.edge_conv as edge_module
+    import jettag.nn.lorentz as lorentz_module
+
+    saved = edge_module.use_fused, lorentz_module.use_fused
+    edge_module.use_fused = lorentz_module.use_fused = lambda tensor: False
+    try:
+        yield
+    finally:
+        edge_module.use_fused, lorentz_module.use_fused = saved
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args = args
@@ -676,7 +691,7 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
             row["gflop_per_batch_weaver"] = particlenet_flops(
                 model, ptr[1:] - ptr[:-1], padded_to=n_pad, decomposed=False) / 1e9
             for name, fn in impls.items():
-                variants = [(name, contextlib.nullcontext)]
+                variants = [(name, plain_layers if name == "jettag" else contextlib.nullcontext)]
                 if name == "jettag":
                     variants.append(("jettag+fused", fused_drop_ins))
                 for label, ctx in variants:
@@ -769,7 +784,7 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                     row["max_abs_diff_edge_list"] = _max_diff(ref, impls[
                         "edge-list (released style)"]())
             for name, fn in impls.items():
-                variants = [(name, contextlib.nullcontext)]
+                variants = [(name, plain_layers if name == "jettag" else contextlib.nullcontext)]
                 if name == "jettag":
                     variants.append(("jettag+fused", fused_drop_ins))
                 for label, ctx in variants:

@@ -248,7 +248,8 @@ def build_entry(
         env = record.get("environment", {})
         hardware = (f"{env.get('cpu_count')}-core CPU shared with other jobs, "
                     f"{env.get('torch_threads')} torch thread(s), torch {env.get('torch')}; "
-                    f"load average {env.get('load_average_start')} at the start")
+                    f"load average {env.get('load_average_start')} at the benchmark's start, "
+                    f"{env.get('load_average_end')} at its end")
     card = {
         "schema_version": 1,
         "name": name,
