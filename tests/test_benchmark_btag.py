@@ -169,7 +169,10 @@ def test_btag_criteria_need_a_margin_over_the_spread() -> None:
 
 
 def test_btag_benchmark_end_to_end(tmp_path: Path) -> None:
-    from tests.cli._bench_helpers import run_cli
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "cli"))
+    from _bench_helpers import run_cli
 
     data = tmp_path / "data"
     write_toy_btag(data, {"train": 200, "val": 100, "test": 200})
