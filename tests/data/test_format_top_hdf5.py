@@ -475,3 +475,25 @@ def test_ttv_in_the_float_block(tmp_path, monkeypatch):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(ak.to_numpy(jets.label), labels)
     np.testing.assert_array_equal(ak.to_numpy(jets.ttv), np.arange(50) % 3)
+
+
+def test_packing_copies_constituents_bit_for_bit():
+    # Any bit pattern (NaN payloads, signalling-NaN pairs, -0.0, subnormals) survives the
+    # fast path's 16-byte gather unchanged; all-zero constituents (either sign) are padding.
+    from jettag.data.formats.top_hdf5 import _as_p4, _pack_constituents
+
+    rng = np.random.default_rng(7)
+    n, m, offset = 37, 9, 8
+    words = rng.integers(0, 2**32, size=(n, m, 4), dtype=np.uint64).astype(np.uint32)
+    words[rng.random((n, m)) < 0.3] = 0
+    words[0, 1] = [0x80000000, 0, 0x80000000, 0]          # -0.0 everywhere: padding
+    words[1, 2] = [0x7FA00001, 0xFFF00001, 0x7FF80000, 1]  # NaN payloads, a subnormal
+    raw = np.zeros((n, offset + 16 * m + 4), dtype=np.uint8)
+    raw[:, offset : offset + 16 * m] = words.view(np.uint8).reshape(n, 16 * m)
+    kept: list[np.ndarray] = []
+    counts = _pack_constituents(raw, offset, m, kept)
+    floats = words.view(np.float32)
+    real = (floats != 0).any(-1)
+    np.testing.assert_array_equal(counts, real.sum(1))
+    got = _as_p4(kept).view(np.uint32)
+    np.testing.assert_array_equal(got, words[real])
