@@ -497,6 +497,13 @@ def plain_layers() -> Iterator[None]:
         edge_module.use_fused, lorentz_module.use_fused = saved
 
 
+def _variants(name: str) -> list[tuple[str, Callable[[], Any]]]:
+    """The rows of one implementation: jettag as plain layers and fused, others as they are."""
+    if name == "jettag":
+        return [("jettag", plain_layers), ("jettag+fused", fused_drop_ins)]
+    return [(name, contextlib.nullcontext)]
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args = args
@@ -691,9 +698,7 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
             row["gflop_per_batch_weaver"] = particlenet_flops(
                 model, ptr[1:] - ptr[:-1], padded_to=n_pad, decomposed=False) / 1e9
             for name, fn in impls.items():
-                variants = [(name, plain_layers if name == "jettag" else contextlib.nullcontext)]
-                if name == "jettag":
-                    variants.append(("jettag+fused", fused_drop_ins))
+                variants = _variants(name)
                 for label, ctx in variants:
                     res: dict[str, Any] = {}
                     try:
@@ -784,9 +789,7 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                     row["max_abs_diff_edge_list"] = _max_diff(ref, impls[
                         "edge-list (released style)"]())
             for name, fn in impls.items():
-                variants = [(name, plain_layers if name == "jettag" else contextlib.nullcontext)]
-                if name == "jettag":
-                    variants.append(("jettag+fused", fused_drop_ins))
+                variants = _variants(name)
                 for label, ctx in variants:
                     res: dict[str, Any] = {}
                     # Measured: ~1.6 kB per pair in inference and ~14 kB in training for

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jettag.cli._options import add_generator_options
+
 __all__ = ["add_arguments", "register", "run_command", "script_main"]
 
 _EPILOG = """\
@@ -80,12 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, task: str | None = None) -
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                       help="dataset directory with train/val/test files (default: generate)")
-    data.add_argument("--data-seed", type=int, default=0,
-                      help="base seed of the generated splits (default: 0)")
-    data.add_argument("--workers", type=int, default=None, metavar="N",
-                      help="generator processes (default: all CPUs)")
-    data.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                      help="generator cache (default: $JETTAG_DATA or ~/.cache/jettag)")
+    add_generator_options(data)
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
                         metavar="KEY=VALUE",
                         help="configuration overrides for every tagger, e.g. train.lr=1e-3")

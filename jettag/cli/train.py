@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jettag.cli._options import add_generator_options
+
 __all__ = ["CLASS_NAMES", "register", "run_command"]
 
 #: Output classes of each task, in label order, and the signal class.
@@ -76,12 +78,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                       help="generated validation jets (default: N/5, at least 200)")
     data.add_argument("--generated-test", type=int, metavar="N",
                       help="generated test jets (default: as many as validation jets)")
-    data.add_argument("--data-seed", type=int, default=0,
-                      help="base seed of the generated splits (default: 0)")
-    data.add_argument("--workers", type=int, default=None, metavar="N",
-                      help="generator processes (default: all CPUs)")
-    data.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                      help="generator cache (default: $JETTAG_DATA or ~/.cache/jettag)")
+    add_generator_options(data)
     parser.add_argument("--out", type=Path, metavar="DIR", help="run directory")
     parser.add_argument("--resume", choices=("auto", "always", "never"), default="auto",
                         help="auto: continue the run in --out if there is one (default); "
