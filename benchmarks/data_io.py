@@ -5,8 +5,10 @@ notebook, LorentzNet's ``top/utils.py``) read the Top Quark Tagging HDF5 files w
 ``pandas.read_hdf`` and reshape the 800 constituent columns. This script times, in separate
 processes so that peak memory (max RSS) is measured cleanly:
 
-* ``jettag``: ``jettag.data.open_dataset(path).iter_batches(B)`` -> ``JetBatch`` es
-  (table chunks read piece by piece, by memory map when uncompressed, padding removed);
+* ``jettag``: ``jettag.data.open_dataset(path, threads=T).iter_batches(B)`` -> ``JetBatch`` es
+  (table chunks read piece by piece, by memory map when uncompressed, padding removed;
+  ``T`` pieces read at once, for each ``T`` of ``--threads``: 1 and the CPU count by
+  default, so the single-threaded figure is always there next to the default one);
 * ``pandas``: ``pandas.read_hdf(path, "table")`` -> ``(N, 200, 4)`` float32 array + mask ->
   ``JetBatch`` es built with ``JetBatch.from_padded`` (what a user of the anchors' route
   does to get the same packed jets).
@@ -62,12 +64,12 @@ def peak_rss_kb():
 # its first read) before the clock starts: the timings are of reading, not of importing.
 _READ_JETTAG = _PEAK_RSS + """
 import sys, time, resource, torch, h5py
-from jettag.data import open_dataset
+from jettag.data import JetBatch, open_dataset
 if sys.argv[1] == "--imports-only":
     print(peak_rss_kb()); sys.exit()
-path, batch_size = sys.argv[1], int(sys.argv[2])
+path, batch_size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 t0 = time.perf_counter(); c0 = time.process_time(); n = 0; p = 0
-for b in open_dataset(path).iter_batches(batch_size):
+for b in open_dataset(path, threads=threads).iter_batches(batch_size):
     n += len(b); p += b.num_particles
 dt = time.perf_counter() - t0; dc = time.process_time() - c0
 print(n, p, dt, dc, peak_rss_kb())
@@ -102,8 +104,8 @@ def _baseline_rss_mb(code: str) -> float:
     return int(res.stdout) / 1024
 
 
-def _run(code: str, path: Path, batch_size: int) -> dict:
-    res = subprocess.run([sys.executable, "-c", code, str(path), str(batch_size)],
+def _run(code: str, path: Path, batch_size: int, *extra: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", code, str(path), str(batch_size), *extra],
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"reader process failed:\n{res.stderr}")
@@ -161,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed runs of each route per file, interleaved (medians reported)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--threads", type=str, default=None,
+                        help="comma-separated reader thread counts for jettag's route "
+                             "(default: 1 and this machine's CPU count, at most 4)")
     parser.add_argument("--out", type=Path, default=Path("results/data_io"))
     args = parser.parse_args(argv)
 
@@ -168,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted({int(x) for x in args.sizes.split(",")})
     else:
         sizes = sorted({max(args.jets // 4, 1), max(args.jets // 2, 1), args.jets})
+    if args.threads:
+        thread_counts = sorted({int(x) for x in args.threads.split(",")})
+    else:
+        thread_counts = sorted({1, max(1, min(4, os.cpu_count() or 1))})
+    routes = [f"jettag-{t}t" for t in thread_counts] + ["pandas"]
     rows = []
     base = {"jettag": _baseline_rss_mb(_READ_JETTAG), "pandas": _baseline_rss_mb(_READ_PANDAS)}
     load_start = os.getloadavg()
@@ -179,31 +189,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built {path.name} ({path.stat().st_size / 2**20:.0f} MiB) "
                   f"in {time.perf_counter() - t0:.0f} s", flush=True)
             check_same_jets(path, min(n, 20_000))
-            runs: dict[str, list[dict]] = {"jettag": [], "pandas": []}
+            runs: dict[str, list[dict]] = {r: [] for r in routes}
             for _ in range(args.repeat):
-                runs["jettag"].append(_run(_READ_JETTAG, path, args.batch_size))
+                for t in thread_counts:
+                    runs[f"jettag-{t}t"].append(_run(_READ_JETTAG, path, args.batch_size, str(t)))
                 runs["pandas"].append(_run(_READ_PANDAS, path, args.batch_size))
-            for r in runs["jettag"] + runs["pandas"]:
-                if (r["jets"], r["particles"]) != (n, runs["jettag"][0]["particles"]):
-                    raise RuntimeError(f"the two routes read different jets: {runs}")
+            first = runs[routes[0]][0]["particles"]
+            for r in (r for rs in runs.values() for r in rs):
+                if (r["jets"], r["particles"]) != (n, first):
+                    raise RuntimeError(f"the routes read different jets: {runs}")
             summary = {}
             for name, rs in runs.items():
+                b0 = base["pandas" if name == "pandas" else "jettag"]
                 summary[name] = {
                     "jets_per_s": _median(rs, "jets_per_s"),
                     "jets_per_cpu_s": _median(rs, "jets_per_cpu_s"),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-                    "added_rss_mb": max(r["peak_rss_mb"] for r in rs) - base[name],
+                    "added_rss_mb": max(r["peak_rss_mb"] for r in rs) - b0,
                     "runs": rs,
                 }
-            ours, theirs = summary["jettag"], summary["pandas"]
-            rows.append({"file_jets": n, "file_mib": path.stat().st_size / 2**20, **summary,
-                         "speedup": ours["jets_per_s"] / theirs["jets_per_s"],
-                         "speedup_cpu": ours["jets_per_cpu_s"] / theirs["jets_per_cpu_s"]})
-            print(f"{n:>8} jets: jettag {ours['jets_per_s']:>9.0f} jets/s, "
-                  f"{ours['peak_rss_mb']:.0f} MB | pandas {theirs['jets_per_s']:>9.0f} jets/s, "
-                  f"{theirs['peak_rss_mb']:.0f} MB | speed-up {rows[-1]['speedup']:.1f}x wall, "
-                  f"{rows[-1]['speedup_cpu']:.1f}x CPU | load {os.getloadavg()[0]:.1f}",
-                  flush=True)
+            theirs = summary["pandas"]
+            for name in routes[:-1]:
+                ours = summary[name]
+                ours["speedup"] = ours["jets_per_s"] / theirs["jets_per_s"]
+                ours["speedup_cpu"] = ours["jets_per_cpu_s"] / theirs["jets_per_cpu_s"]
+                print(f"{n:>8} jets: {name} {ours['jets_per_s']:>9.0f} jets/s, "
+                      f"{ours['peak_rss_mb']:.0f} MB | pandas {theirs['jets_per_s']:>9.0f} "
+                      f"jets/s, {theirs['peak_rss_mb']:.0f} MB | speed-up {ours['speedup']:.1f}x "
+                      f"wall, {ours['speedup_cpu']:.1f}x CPU | load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+            rows.append({"file_jets": n, "file_mib": path.stat().st_size / 2**20, **summary})
 
     load_end = os.getloadavg()
     command = "python benchmarks/data_io.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -211,24 +226,26 @@ def main(argv: list[str] | None = None) -> int:
               "cpus": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
               "load_average_start": load_start, "load_average_end": load_end,
               "baseline_rss_mb": base, "batch_size": args.batch_size, "repeat": args.repeat,
-              "rows": rows}
+              "reader_threads": thread_counts, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data_io.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "| file jets | MiB | jettag jets/s | jettag jets/CPU-s | jettag peak RSS MB (+read) | "
-        "pandas jets/s | pandas jets/CPU-s | pandas peak RSS MB (+read) | speed-up (wall) | "
-        "speed-up (CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| file jets | MiB | route | jets/s | jets/CPU-s | peak RSS MB (+read) | "
+        "speed-up vs pandas (wall) | speed-up (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        o, t = r["jettag"], r["pandas"]
-        lines.append(
-            f"| {r['file_jets']} | {r['file_mib']:.0f} | {o['jets_per_s']:.0f} | "
-            f"{o['jets_per_cpu_s']:.0f} | {o['peak_rss_mb']:.0f} (+{o['added_rss_mb']:.0f}) | "
-            f"{t['jets_per_s']:.0f} | {t['jets_per_cpu_s']:.0f} | "
-            f"{t['peak_rss_mb']:.0f} (+{t['added_rss_mb']:.0f}) | {r['speedup']:.1f}x | "
-            f"{r['speedup_cpu']:.1f}x |")
-    grow = np.ptp([r["jettag"]["peak_rss_mb"] for r in rows])
+        for name in routes:
+            o = r[name]
+            label = ("pandas.read_hdf" if name == "pandas"
+                     else f"jettag, {name.split('-')[1][:-1]} thread(s)")
+            ratio = (f"{o['speedup']:.1f}x | {o['speedup_cpu']:.1f}x" if "speedup" in o
+                     else "1 | 1")
+            lines.append(
+                f"| {r['file_jets']} | {r['file_mib']:.0f} | {label} | {o['jets_per_s']:.0f} | "
+                f"{o['jets_per_cpu_s']:.0f} | {o['peak_rss_mb']:.0f} (+{o['added_rss_mb']:.0f}) "
+                f"| {ratio} |")
+    grow = {name: float(np.ptp([r[name]["peak_rss_mb"] for r in rows])) for name in routes[:-1]}
     text = (f"# Reading throughput: top-tagging HDF5 -> JetBatch\n\n`{result['command']}`\n\n"
             f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={result['OMP_NUM_THREADS']}, load average "
             f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end; medians of "
@@ -237,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             + "\n\nPeak RSS is the process's own high-water mark (VmHWM); (+N) is what reading "
             f"added to a process of the same route that stops after its imports ("
             f"{base['jettag']:.0f} MB for jettag, {base['pandas']:.0f} MB for pandas). "
-            f"jettag's peak RSS varies by {grow:.0f} MB across file sizes.\n")
+            "Across file sizes jettag's peak RSS varies by "
+            + ", ".join(f"{v:.0f} MB ({k})" for k, v in grow.items()) + ".\n")
     (args.out / "data_io.md").write_text(text)
     print(text)
     return 0

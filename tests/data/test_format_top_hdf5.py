@@ -373,7 +373,7 @@ def test_memory_maps_are_released_after_each_piece(tmp_path, monkeypatch):
     path = tmp_path / "maps.h5"
     df.to_hdf(path, key="table", mode="w", format="table")
     monkeypatch.setattr(top_hdf5, "_PIECE_ROWS", 50)
-    reader = TopHDF5Reader(path)
+    reader = TopHDF5Reader(path, threads=1)  # with threads, a read ahead may be mapped
     seen = []
     for chunk in reader.iter_chunks(64):
         seen.append(Path("/proc/self/maps").read_text().count(str(path)))
@@ -477,10 +477,14 @@ def test_ttv_in_the_float_block(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ak.to_numpy(jets.ttv), np.arange(50) % 3)
 
 
-def test_packing_copies_constituents_bit_for_bit():
+@pytest.mark.parametrize("scan_rows", [512, 8])
+def test_packing_copies_constituents_bit_for_bit(monkeypatch, scan_rows):
     # Any bit pattern (NaN payloads, signalling-NaN pairs, -0.0, subnormals) survives the
     # fast path's 16-byte gather unchanged; all-zero constituents (either sign) are padding.
-    from jettag.data.formats.top_hdf5 import _as_p4, _pack_constituents
+    from jettag.data.formats import top_hdf5
+    from jettag.data.formats.top_hdf5 import _pack_constituents
+
+    monkeypatch.setattr(top_hdf5, "_SCAN_ROWS", scan_rows)  # one pass, or several
 
     rng = np.random.default_rng(7)
     n, m, offset = 37, 9, 8
@@ -490,10 +494,100 @@ def test_packing_copies_constituents_bit_for_bit():
     words[1, 2] = [0x7FA00001, 0xFFF00001, 0x7FF80000, 1]  # NaN payloads, a subnormal
     raw = np.zeros((n, offset + 16 * m + 4), dtype=np.uint8)
     raw[:, offset : offset + 16 * m] = words.view(np.uint8).reshape(n, 16 * m)
-    kept: list[np.ndarray] = []
-    counts = _pack_constituents(raw, offset, m, kept)
+    out = np.full(n * m + 5, np.void(b"\xab" * 16), dtype="V16")
+    counts, end = _pack_constituents(raw, offset, m, out, 3)
     floats = words.view(np.float32)
     real = (floats != 0).any(-1)
     np.testing.assert_array_equal(counts, real.sum(1))
-    got = _as_p4(kept).view(np.uint32)
+    assert end == 3 + real.sum()
+    got = out[3:end].view(np.uint32).reshape(-1, 4)
     np.testing.assert_array_equal(got, words[real])
+    # nothing written outside out[pos:end]
+    assert out[:3].tobytes() == out[end:].tobytes()[:48] == b"\xab" * 48
+
+
+# ------------------------------------------------------------------ parallel reads
+
+
+def _threaded_file(tmp_path, n=300, name="par.h5"):
+    df, *_ = tricky_frame(n)
+    path = tmp_path / name
+    df.to_hdf(path, key="table", mode="w", format="table")
+    return df, path
+
+
+def _reader_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("jettag-read")]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"start": 13, "stop": 287}, {"dtype": torch.float64}])
+def test_parallel_reads_equal_one_thread(tmp_path, monkeypatch, kwargs):
+    from jettag.data.formats import top_hdf5
+
+    _, path = _threaded_file(tmp_path)
+    monkeypatch.setattr(top_hdf5, "_PIECE_ROWS", 30)
+    monkeypatch.setattr(TopHDF5Reader, "read_size", 40)
+    import threading
+
+    one = list(TopHDF5Reader(path, threads=1).iter_batches(20, **kwargs))
+    names = []
+    read = TopHDF5Reader._read_checked
+
+    def spy(self, *args):
+        names.append(threading.current_thread().name)
+        return read(self, *args)
+
+    monkeypatch.setattr(TopHDF5Reader, "_read_checked", spy)
+    many = list(TopHDF5Reader(path, threads=3).iter_batches(20, **kwargs))
+    assert len(set(names)) > 1 and all(n.startswith("jettag-read") for n in names)
+    assert len(one) == len(many) > 5
+    for a, b in zip(one, many, strict=True):
+        assert torch.equal(a.p4, b.p4) and torch.equal(a.ptr, b.ptr)
+        assert torch.equal(a.label, b.label)
+        assert all(torch.equal(a.fields[k], b.fields[k]) for k in a.fields)
+    chunks = list(TopHDF5Reader(path, threads=3).iter_chunks(50))
+    assert [len(c) for c in chunks] == [50] * 6
+    assert not _reader_threads()
+
+
+def test_parallel_read_error_names_file_and_entry(tmp_path, monkeypatch):
+    df, *_ = published_frame(300, seed=5)
+    df.loc[250, "is_signal_new"] = 3
+    path = tmp_path / "badpar.h5"
+    df.to_hdf(path, key="table", mode="w", format="table")
+    monkeypatch.setattr(TopHDF5Reader, "read_size", 40)
+    reader = TopHDF5Reader(path, threads=3)
+    got = []
+    with pytest.raises(JetFileError, match=r"badpar\.h5: entry 250 has is_signal_new = 3"):
+        for batch in reader.iter_batches(40):
+            got.append(len(batch))
+    assert got == [40] * 6  # every batch before the bad one arrived, in order
+    assert not _reader_threads()
+
+
+def test_parallel_reads_stopped_early_leave_nothing_behind(tmp_path, monkeypatch):
+    _, path = _threaded_file(tmp_path)
+    monkeypatch.setattr(TopHDF5Reader, "read_size", 40)
+    batches = TopHDF5Reader(path, threads=3).iter_batches(40)
+    assert len(next(batches)) == 40
+    batches.close()
+    assert not _reader_threads()
+    if Path("/proc/self/maps").exists():
+        assert str(path) not in Path("/proc/self/maps").read_text()
+
+
+def test_reader_threads_option(tmp_path, monkeypatch):
+    _, path = _threaded_file(tmp_path, n=20)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises((ValueError, TypeError), match="threads"):
+            TopHDF5Reader(path, threads=bad)
+    reader = TopHDF5Reader(path)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert reader._num_threads() == 4  # capped
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert reader._num_threads() == 2
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    assert reader._num_threads() == 1  # DataLoader workers read one piece at a time
+    assert TopHDF5Reader(path, threads=3)._num_threads() == 3

@@ -778,9 +778,11 @@ class JetReader:
         """Entries ``start:stop`` of file ``i`` as a :class:`JetChunk`."""
         n = self.num_entries(i)
         start, stop, _ = slice(start, stop).indices(n)
-        stop = max(stop, start)
+        return self._read_checked(self._handle(i), i, start, max(stop, start))
+
+    def _read_checked(self, handle: Any, i: int, start: int, stop: int) -> JetChunk:
+        """:meth:`read_file` of a valid range with an open handle (may run in a thread)."""
         path = self.paths[i]
-        handle = self._handle(i)
         try:
             chunk = self._read(handle, path, start, stop)
         except (JetFileError, ImportError, MemoryError):
@@ -835,8 +837,15 @@ class JetReader:
                 continue
             lo, hi = a - int(cum[i]), b - int(cum[i])
             s = step or (hi - lo)
-            for pos in range(lo, hi, s):
-                yield self.read_file(i, pos, min(pos + s, hi))
+            yield from self._read_pieces(i, [(pos, min(pos + s, hi)) for pos in range(lo, hi, s)])
+
+    def _read_pieces(self, i: int, ranges: list[tuple[int, int]]) -> Iterator[JetChunk]:
+        """Entries ``a:b`` of file ``i`` for each ``(a, b)`` of ``ranges``, in order.
+
+        One after the other here; a reader whose reads can run in parallel overrides this.
+        """
+        for a, b in ranges:
+            yield self.read_file(i, a, b)
 
     def iter_chunks(
         self, chunk_size: int = 10_000, *, start: int = 0, stop: int | None = None

@@ -37,7 +37,9 @@ import mmap
 import os
 import pickle
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -392,15 +394,71 @@ class TopHDF5Reader(JetReader):
     Args:
         paths: file(s), directory or glob.
         key: pandas key (``"table"`` in the published files).
+        threads: reads of a file done at once by :meth:`iter_chunks` / :meth:`iter_batches`
+            (each :attr:`read_size` jets, yielded in order; at most ``threads`` pieces in
+            memory beyond the one being used). ``None``: ``torch.get_num_threads()`` capped
+            at 4, and 1 inside a DataLoader worker. Parallel reads apply to uncompressed
+            files in the published layout (read by memory map); other files are read one
+            piece at a time.
         dtype, max_open_files, check: see :class:`~jettag.data.formats.JetReader`.
     """
 
     format = "top-hdf5"
     extensions = (".h5", ".hdf5", ".hdf")
 
-    def __init__(self, paths: PathLike | Iterable[PathLike], *, key: str = "table", **kwargs: Any):
+    def __init__(
+        self,
+        paths: PathLike | Iterable[PathLike],
+        *,
+        key: str = "table",
+        threads: int | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(paths, **kwargs)
         self.key = key
+        if threads is not None and (
+            isinstance(threads, bool) or int(threads) != threads or threads < 1
+        ):
+            raise ValueError(f"threads: expected a positive integer or None, found {threads!r}")
+        self.threads = None if threads is None else int(threads)
+
+    def _num_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        if torch.utils.data.get_worker_info() is not None:
+            return 1  # DataLoader workers are the parallelism already
+        return max(1, min(4, torch.get_num_threads()))
+
+    def _read_pieces(self, i: int, ranges: list[tuple[int, int]]) -> Iterator[JetChunk]:
+        """Pieces of file ``i`` read by a few threads at once, yielded in order.
+
+        The memory-mapped fast path spends its time in numpy loops that release the GIL
+        (and in page faults taken inside them), so pieces read in threads overlap. Each
+        piece is an independent read with its own output; nothing is shared but the
+        file's memory map, which is set up here before any thread starts.
+        """
+        threads = min(self._num_threads(), len(ranges))
+        handle = self._handle(i) if threads > 1 else None
+        if handle is not None and handle.layout.p4_offset is not None:
+            table = handle.file[handle.key]["table"]
+            if handle.mapped(table) is None:
+                threads = 1
+        else:
+            threads = 1
+        if threads <= 1:
+            yield from super()._read_pieces(i, ranges)
+            return
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="jettag-read")
+        pending: deque[Future[JetChunk]] = deque()
+        try:
+            for a, b in ranges:
+                pending.append(pool.submit(self._read_checked, handle, i, a, b))
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _open(self, path: Path) -> _Handle:
         h5py = require("h5py", "hdf5", feature="reading top-tagging HDF5 files")
@@ -497,12 +555,15 @@ class TopHDF5Reader(JetReader):
         constituents (about a quarter of the bytes in the published files) are kept.
         """
         layout = handle.layout
-        kept: list[np.ndarray] = []
+        m = layout.num_constituents
+        # room for every constituent: only the pages written to are ever backed by memory
+        packed = np.empty((stop - start) * m, dtype="V16")
+        pos = 0
         counts, labels, fields = [], [], []
         for a, rows in self._raw_pieces(handle, ds, start, stop):
             n = len(rows)
             raw = rows.view(np.uint8).reshape(n, ds.dtype.itemsize)
-            c = _pack_constituents(raw, p4_offset, layout.num_constituents, kept)
+            c, pos = _pack_constituents(raw, p4_offset, m, packed, pos)
             blocks = {
                 name: rows[name].reshape(n, -1) for name in rows.dtype.names if name != "index"
             }
@@ -514,7 +575,7 @@ class TopHDF5Reader(JetReader):
         if not counts:
             return JetChunk(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0))
         return JetChunk(
-            _as_p4(kept),
+            packed[:pos].view("<f4").reshape(-1, 4).astype(np.float32, copy=False),
             _concat(counts),
             _concat(labels),
             {},
@@ -548,7 +609,7 @@ class TopHDF5Reader(JetReader):
 _PIECE_ROWS = 8192
 #: Jets per pass of the padding scan, so that the rows scanned are still in the L2 cache
 #: when their constituents are gathered.
-_SCAN_ROWS = 256
+_SCAN_ROWS = 512
 
 
 def _widening(stored: torch.dtype, target: torch.dtype | None) -> bool:
@@ -585,40 +646,41 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _pack_constituents(raw: np.ndarray, offset: int, m: int, kept: list[np.ndarray]) -> np.ndarray:
-    """Append the real constituents of raw table rows to ``kept``; return per-jet counts.
+def _pack_constituents(
+    raw: np.ndarray, offset: int, m: int, out: np.ndarray, pos: int
+) -> tuple[np.ndarray, int]:
+    """Copy the real constituents of raw table rows to ``out[pos:]``; return counts and end.
 
     ``raw`` is ``(n, row bytes)``; constituent ``i`` of a row is the 16 bytes at
-    ``offset + 16 i`` (``E, PX, PY, PZ`` little-endian float32). A constituent is padding
-    when all four values compare equal to zero, as in the generic path (``-0.0`` is zero, NaN
-    is not). Rows are scanned a few hundred at a time so that they are still in the cache
-    when their constituents are gathered, as opaque 16-byte items (one item per
-    constituent, ``kept`` gets ``(P_block,)`` arrays of them).
+    ``offset + 16 i`` (``E, PX, PY, PZ`` little-endian float32), copied as one opaque
+    16-byte item into ``out``, a ``V16`` array with room for every constituent of the rows
+    (written in place: no list of pieces to concatenate afterwards). A constituent is padding
+    when all four values compare equal to zero, as in the generic path (``-0.0`` is zero,
+    NaN is not). Rows are scanned a few hundred at a time so that they are still in the
+    cache when their constituents are gathered.
     """
     n = raw.shape[0]
     region = raw[:, offset : offset + 16 * m]
     items = region.view("V16")  # (n, m)
     values = region.view("<f4")  # (n, 4 m)
     counts = np.empty(n, dtype=np.int64)
-    nonzero = np.empty((min(n, _SCAN_ROWS), 4 * m), dtype=bool)
-    # the 4 flags of a constituent read as one 4-byte word: nonzero iff any flag is set
-    word = np.uint32
+    rows = min(n, _SCAN_ROWS)
+    nonzero = np.empty((rows, 4 * m), dtype=bool)
+    real = np.empty((rows, m), dtype=bool)
     # a row has at most m real constituents: uint8 sums are exact below 256 and cheapest
     count_dtype = np.uint8 if m < 256 else np.int64
     for s in range(0, n, _SCAN_ROWS):
         e = min(s + _SCAN_ROWS, n)
-        flags = nonzero[: e - s]
+        flags, r = nonzero[: e - s], real[: e - s]
         np.not_equal(values[s:e], 0, out=flags)
-        real = flags.view(word) != 0
-        counts[s:e] = np.add.reduce(real.view(np.uint8), axis=1, dtype=count_dtype)
-        kept.append(items[s:e][real])
-    return counts
-
-
-def _as_p4(kept: list[np.ndarray]) -> np.ndarray:
-    """``(P, 4)`` float32 from the 16-byte items of :func:`_pack_constituents`."""
-    items = _concat(kept) if kept else np.zeros(0, dtype="V16")
-    return items.view("<f4").reshape(-1, 4).astype(np.float32, copy=False)
+        # the 4 flags of a constituent read as one 4-byte word: nonzero iff any flag is set
+        np.not_equal(flags.view(np.uint32), 0, out=r)
+        c = np.add.reduce(r.view(np.uint8), axis=1, dtype=count_dtype)
+        counts[s:e] = c
+        k = int(c.sum(dtype=np.int64))
+        out[pos : pos + k] = items[s:e][r]
+        pos += k
+    return counts, pos
 
 
 def _gather_columns(blocks: dict[str, np.ndarray], layout: _Layout, names: list[str]) -> np.ndarray:
