@@ -11,7 +11,8 @@ processes so that peak memory (max RSS) is measured cleanly:
   default, so the single-threaded figure is always there next to the default one);
 * ``pandas``: ``pandas.read_hdf(path, "table")`` -> ``(N, 200, 4)`` float32 array + mask ->
   ``JetBatch`` es built with ``JetBatch.from_padded`` (what a user of the anchors' route
-  does to get the same packed jets).
+  does to get the same packed jets), with ``torch.set_num_threads(T)`` for the same ``T``,
+  so each jettag figure is compared with the pandas route given the same threads.
 
 Both yield identical jets (momenta, offsets and labels of the first 20,000 jets compared
 exactly; jet and particle totals of every run). Wall time and process CPU time are both
@@ -80,7 +81,8 @@ import sys, time, resource, numpy as np, pandas as pd, tables, torch
 from jettag.data import JetBatch
 if sys.argv[1] == "--imports-only":
     print(peak_rss_kb()); sys.exit()
-path, batch_size = sys.argv[1], int(sys.argv[2])
+path, batch_size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
 t0 = time.perf_counter(); c0 = time.process_time()
 df = pd.read_hdf(path, key="table")
 cols = [f"{c}_{i}" for i in range(200) for c in ("E", "PX", "PY", "PZ")]
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         thread_counts = sorted({int(x) for x in args.threads.split(",")})
     else:
         thread_counts = sorted({1, max(1, min(4, os.cpu_count() or 1))})
-    routes = [f"jettag-{t}t" for t in thread_counts] + ["pandas"]
+    routes = [f"{r}-{t}t" for t in thread_counts for r in ("jettag", "pandas")]
     rows = []
     base = {"jettag": _baseline_rss_mb(_READ_JETTAG), "pandas": _baseline_rss_mb(_READ_PANDAS)}
     load_start = os.getloadavg()
@@ -193,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 for t in thread_counts:
                     runs[f"jettag-{t}t"].append(_run(_READ_JETTAG, path, args.batch_size, str(t)))
-                runs["pandas"].append(_run(_READ_PANDAS, path, args.batch_size))
+                    runs[f"pandas-{t}t"].append(_run(_READ_PANDAS, path, args.batch_size, str(t)))
             first = runs[routes[0]][0]["particles"]
             for r in (r for rs in runs.values() for r in rs):
                 if (r["jets"], r["particles"]) != (n, first):
                     raise RuntimeError(f"the routes read different jets: {runs}")
             summary = {}
             for name, rs in runs.items():
-                b0 = base["pandas" if name == "pandas" else "jettag"]
+                b0 = base[name.split("-")[0]]
                 summary[name] = {
                     "jets_per_s": _median(rs, "jets_per_s"),
                     "jets_per_cpu_s": _median(rs, "jets_per_cpu_s"),
@@ -208,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                     "added_rss_mb": max(r["peak_rss_mb"] for r in rs) - b0,
                     "runs": rs,
                 }
-            theirs = summary["pandas"]
-            for name in routes[:-1]:
+            for t in thread_counts:
+                name, theirs = f"jettag-{t}t", summary[f"pandas-{t}t"]
                 ours = summary[name]
                 ours["speedup"] = ours["jets_per_s"] / theirs["jets_per_s"]
                 ours["speedup_cpu"] = ours["jets_per_cpu_s"] / theirs["jets_per_cpu_s"]
@@ -237,19 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         for name in routes:
             o = r[name]
-            label = ("pandas.read_hdf" if name == "pandas"
-                     else f"jettag, {name.split('-')[1][:-1]} thread(s)")
+            who, t = name.split("-")
+            label = (f"pandas.read_hdf, torch threads {t[:-1]}" if who == "pandas"
+                     else f"jettag, {t[:-1]} reader thread(s)")
             ratio = (f"{o['speedup']:.1f}x | {o['speedup_cpu']:.1f}x" if "speedup" in o
                      else "1 | 1")
             lines.append(
                 f"| {r['file_jets']} | {r['file_mib']:.0f} | {label} | {o['jets_per_s']:.0f} | "
                 f"{o['jets_per_cpu_s']:.0f} | {o['peak_rss_mb']:.0f} (+{o['added_rss_mb']:.0f}) "
                 f"| {ratio} |")
-    grow = {name: float(np.ptp([r[name]["peak_rss_mb"] for r in rows])) for name in routes[:-1]}
+    grow = {name: float(np.ptp([r[name]["peak_rss_mb"] for r in rows]))
+            for name in routes if name.startswith("jettag")}
     text = (f"# Reading throughput: top-tagging HDF5 -> JetBatch\n\n`{result['command']}`\n\n"
             f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={result['OMP_NUM_THREADS']}, load average "
             f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end; medians of "
-            f"{args.repeat} interleaved runs per route (peak RSS: the largest).\n\n"
+            f"{args.repeat} interleaved runs per route (peak RSS: the largest). Each jettag "
+            "row is compared with the pandas route run with the same number of torch "
+            "threads (the pandas route's batch conversion runs in torch; HDF5 reads in one "
+            "thread).\n\n"
             + "\n".join(lines)
             + "\n\nPeak RSS is the process's own high-water mark (VmHWM); (+N) is what reading "
             f"added to a process of the same route that stops after its imports ("
