@@ -38,10 +38,13 @@ __all__ = [
     "segment_sum",
 ]
 
-#: Target size in bytes of the per-edge activations of one tile of a fused operator. Large
-#: enough that a call runs few tiles (each op is a parallel region: many small regions
-#: scale badly when the cores are shared), small enough to bound the memory of big batches.
-TILE_BYTES = 1 << 25
+#: Target size in bytes of the per-edge activations of one tile of a fused operator: small
+#: enough that a tile's activations stay in the caches between the layers (and below
+#: glibc's largest mmap threshold, 32 MiB, above which every allocation is fresh pages that
+#: fault and are zeroed), large enough that a call runs few tiles. Measured on 2 EPYC
+#: cores, ParticleNet inference at batch 64/512: 311/257 jets/s with 32 MiB, 350/414 with
+#: 8 MiB, 443/453 with 2 MiB, 403/420 with 512 KiB.
+TILE_BYTES = 1 << 21
 
 
 def _counts(ptr: Tensor) -> Tensor:
@@ -267,11 +270,11 @@ def edge_conv_messages_backward(
         share = _aggregate_weights(last, valid[tile], aggr, out[tile])
         d_h = (grad[tile].unsqueeze(1) * share).view(rows * k, -1)
         for layer in range(len(weights) - 1, -1, -1):
-            d_z = d_h * (acts[layer + 1] > 0)
+            d_z = torch.ops.aten.threshold_backward(d_h, acts[layer + 1], 0)
             d_weights[layer] += d_z.t() @ acts[layer]
             d_biases[layer] += d_z.sum(0)
             d_h = d_z @ weights[layer]
-        d_z0 = (d_h * (acts[0] > 0)).view(rows, k, -1)
+        d_z0 = torch.ops.aten.threshold_backward(d_h, acts[0], 0).view(rows, k, -1)
         d_own[tile] = d_z0.sum(1)
         d_other.index_add_(0, idx.reshape(-1), d_z0.view(rows * k, -1))
     return [d_own, d_other, *d_weights, *d_biases]

@@ -321,8 +321,9 @@ def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor
 
 
 #: Elements of the edge-sized temporaries of the BatchNorm backward passes: their rows are
-#: processed in chunks this large (4 MiB in float32), so no temporary is as large as ``z``.
-_CHUNK_ELEMENTS = 1 << 20
+#: processed in chunks this large (1 MiB in float32, cache-sized), so no temporary is as
+#: large as ``z``.
+_CHUNK_ELEMENTS = 1 << 18
 
 
 def _row_chunks(rows: int, width: int) -> list[slice]:
@@ -336,6 +337,12 @@ def _bn_affine_batch(weight: Tensor | None, bias: Tensor | None, mean: Tensor,
     scale = invstd if weight is None else invstd * weight
     shift = -mean * scale
     return scale, shift if bias is None else shift + bias
+
+
+def _relu_backward_(grad: Tensor, pre: Tensor) -> Tensor:
+    """``grad`` zeroed in place where ``pre <= 0`` (ReLU's backward; ATen's vectorised
+    kernel, several times faster on CPU than ``masked_fill_`` with a boolean mask)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, pre, 0, grad_input=grad)
 
 
 def _bn_relu_backward_(
@@ -352,7 +359,7 @@ def _bn_relu_backward_(
     chunks = _row_chunks(num, width)
     for rows in chunks:
         z, d_y = z_rows(rows), d_a[rows]
-        d_y.masked_fill_(torch.addcmul(shift, z, scale) <= 0, 0)
+        _relu_backward_(d_y, torch.addcmul(shift, z, scale))
         sum_dy += d_y.sum(0)
         sum_dy_centred += (d_y * (z - mean)).sum(0)
     sum_dy_xhat = sum_dy_centred * invstd
