@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 import jettag
 from jettag.data import JetBatch
-from jettag.ops import dispatch, fused
+from jettag.ops import dispatch
 
 FULL_BATCHES = (1, 8, 64, 512)
 QUICK_BATCHES = (1, 32)
@@ -457,50 +457,29 @@ def particlenet_flops(model: nn.Module, counts: Tensor, *, padded_to: int | None
 
 
 @contextlib.contextmanager
-def fused_drop_ins() -> Iterator[None]:
-    """EdgeConv (evaluation and training) and evaluation-mode LGEB forwards through
-    :mod:`jettag.ops.fused`, as the layers will call them."""
-    from jettag.nn.edge_conv import EdgeConv
-    from jettag.nn.lorentz import LGEB
-
-    edge_forward, lgeb_forward = EdgeConv.forward, LGEB.forward
-
-    def edge(self, x, pos, ptr):
-        if self.training:
-            return fused.edge_conv_train(self, x, pos, ptr)
-        return fused.edge_conv_eval(self, x, pos, ptr)
-
-    def lgeb(self, h, x, ptr, attr=None, *, edge_index=None):
-        if self.training:
-            return lgeb_forward(self, h, x, ptr, attr, edge_index=edge_index)
-        return fused.lgeb_eval(self, h, x, ptr, attr)  # the models pass the full graph
-
-    EdgeConv.forward, LGEB.forward = edge, lgeb
-    try:
-        yield
-    finally:
-        EdgeConv.forward, LGEB.forward = edge_forward, lgeb_forward
-
-
-@contextlib.contextmanager
 def plain_layers() -> Iterator[None]:
-    """The layers without their fused path (``EdgeConv.fused = LGEB.fused = False`` for
-    every instance): the row ``jettag (plain layers)``. The shipped layers fuse."""
+    """The layers without their fused path (as if ``EdgeConv.fused = LGEB.fused = False``
+    for every instance): the rows ``jettag (unfused)``. The shipped layers fuse."""
+    import jettag.models.lorentznet as lorentznet_module
     import jettag.nn.edge_conv as edge_module
     import jettag.nn.lorentz as lorentz_module
 
-    saved = edge_module.use_fused, lorentz_module.use_fused
-    edge_module.use_fused = lorentz_module.use_fused = lambda tensor: False
+    modules = (edge_module, lorentz_module, lorentznet_module)
+    saved = [m.use_fused for m in modules]
+    for m in modules:
+        m.use_fused = lambda tensor: False
     try:
         yield
     finally:
-        edge_module.use_fused, lorentz_module.use_fused = saved
+        for m, fn in zip(modules, saved, strict=True):
+            m.use_fused = fn
 
 
 def _variants(name: str) -> list[tuple[str, Callable[[], Any]]]:
-    """The rows of one implementation: jettag as plain layers and fused, others as they are."""
+    """The rows of one implementation: jettag's shipped layers (fused) and the same layers
+    with the fused path off, the others as they are."""
     if name == "jettag":
-        return [("jettag", plain_layers), ("jettag+fused", fused_drop_ins)]
+        return [("jettag", contextlib.nullcontext), ("jettag (unfused)", plain_layers)]
     return [(name, contextlib.nullcontext)]
 
 
@@ -687,8 +666,8 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
                 ref = impls["jettag"]()
                 with dispatch.use_backend("reference"):
                     row["max_abs_diff_reference"] = _max_diff(ref, impls["jettag"]())
-                with fused_drop_ins():
-                    row["max_abs_diff_fused"] = _max_diff(ref, impls["jettag"]())
+                with plain_layers():
+                    row["max_abs_diff_unfused"] = _max_diff(ref, impls["jettag"]())
                 for name in ("weaver", "pyg"):
                     row[f"max_abs_diff_{name}"] = _max_diff(ref, impls[name]())
             flops = particlenet_flops(model, ptr[1:] - ptr[:-1])
@@ -779,11 +758,12 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
             row: dict[str, Any] = {"batch": size, "mean_nodes": float(ptr[-1]) / size,
                                    "pairs": pairs}
             limit = runner.args.memory_limit_gb * 2**30
-            with torch.no_grad(), fused_drop_ins():
+            with torch.no_grad():
                 ref = impls["jettag"]()  # the fused path needs no pair-sized memory
             if pairs * 1.6e3 <= limit:
                 with torch.no_grad():
-                    row["max_abs_diff_shipped"] = _max_diff(ref, impls["jettag"]())
+                    with plain_layers():
+                        row["max_abs_diff_unfused"] = _max_diff(ref, impls["jettag"]())
                     with dispatch.use_backend("reference"):
                         row["max_abs_diff_reference"] = _max_diff(ref, impls["jettag"]())
                     row["max_abs_diff_edge_list"] = _max_diff(ref, impls[
@@ -794,8 +774,11 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                     res: dict[str, Any] = {}
                     # Measured: ~1.6 kB per pair in inference and ~14 kB in training for
                     # the edge-list paths (every pair's activations are stored).
-                    infer_bytes = 0.0 if label == "jettag+fused" else pairs * 1.6e3
-                    train_bytes = pairs * 14e3
+                    # The fused path keeps per pair only its 2 invariants and the edge list
+                    # (tens of bytes by construction; 1 kB allowed in the estimate).
+                    is_fused = label == "jettag"
+                    infer_bytes = 0.0 if is_fused else pairs * 1.6e3
+                    train_bytes = pairs * (1e3 if is_fused else 14e3)
                     try:
                         with ctx():
                             if infer_bytes > limit:
@@ -803,8 +786,8 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                                                     f"{infer_bytes / 2**30:.1f} GiB"}
                             else:
                                 res["inference"] = runner.infer(fn, size)
-                            if runner.args.no_train or size == 1 or label == "jettag+fused":
-                                pass  # the Lorentz drop-in is for evaluation only
+                            if runner.args.no_train or size == 1:
+                                pass
                             elif train_bytes > limit:
                                 res["train"] = {"skipped": f"estimated "
                                                 f"{train_bytes / 2**30:.1f} GiB > "
@@ -876,21 +859,22 @@ def markdown(results: dict[str, Any]) -> str:
                   "Same weights in all three (evaluation-mode outputs compared); inputs are the "
                   "7 top-tagging features, precomputed (model time only). weaver-core gets "
                   "inputs padded to the longest jet of the batch (generated workload) or to "
-                  "128. *jettag+fused*: the evaluation-mode EdgeConv through "
-                  "`jettag.ops.fused.edge_conv_eval` and the training-mode EdgeConv through "
-                  "`edge_conv_train` (recomputes BatchNorm+ReLU in backward). Ratios: "
-                  "jettag+fused / baseline for throughput, baseline / jettag+fused for "
-                  "training memory.", ""]
+                  "128. *jettag*: the shipped layers, whose EdgeConv runs through "
+                  "`jettag.ops.fused.edge_conv_eval` in evaluation and `edge_conv_train` in "
+                  "training (recomputes BatchNorm+ReLU in backward); *jettag (unfused)*: the "
+                  "same layers with `fused = False`. *max abs diff*: of the logits from "
+                  "jettag's (for jettag: from the reference backend). Ratios: jettag / "
+                  "baseline for throughput, baseline / jettag for training memory.", ""]
         head = ("| workload | batch | mean n | impl | infer jets/s | train jets/s | "
                 "infer MiB | train MiB | GFLOP/s | % of peak | max abs diff |")
         lines += [head, "|" + "---|" * 11]
         for workload, rows in pn.items():
             for row in rows:
-                for label in ("jettag", "jettag+fused", "weaver", "pyg"):
+                for label in ("jettag", "jettag (unfused)", "weaver", "pyg"):
                     res = row.get(label, {})
                     inf = res.get("inference", {})
                     diff = {"jettag": row.get("max_abs_diff_reference"),
-                            "jettag+fused": row.get("max_abs_diff_fused"),
+                            "jettag (unfused)": row.get("max_abs_diff_unfused"),
                             "weaver": row.get("max_abs_diff_weaver"),
                             "pyg": row.get("max_abs_diff_pyg")}[label]
                     gf = f"{inf['gflops']:.1f}" if "gflops" in inf else "-"
@@ -908,7 +892,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]
         for workload, rows in pn.items():
             for row in rows:
-                best = row.get("jettag+fused")
+                best = row.get("jettag")
                 lines.append(
                     f"| {workload} | {row['batch']} "
                     f"| {_ratio(best, row.get('weaver'), 'inference')} "
@@ -922,22 +906,26 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## LorentzNet: jettag vs an edge-list implementation (released-code style)",
                   "", "Same weights; the edge-list model builds its edge lists on the CPU per "
                   "batch inside the timed call, as the released collate does. *max abs diff*: "
-                  "of the logits from jettag+fused's (for jettag+fused: from the reference "
-                  "backend). The Lorentz drop-in is for evaluation; training runs the layer.",
+                  "of the logits from jettag's (for jettag: from the reference backend). "
+                  "*jettag*: the shipped LGEB (`jettag.ops.fused.lgeb_eval` / `lgeb_train`); "
+                  "*jettag (unfused)*: `fused = False` (an edge list per block).",
                   "",
                   "| workload | batch | mean nodes | impl | infer jets/s | train jets/s | "
-                  "infer MiB | train MiB | infer ratio | max abs diff |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "infer MiB | train MiB | infer ratio | train ratio | train memory ratio "
+                  "| max abs diff |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         base_name = "edge-list (released style)"
         for workload, rows in ln.items():
             for row in rows:
-                for label in ("jettag", "jettag+fused", base_name):
+                for label in ("jettag", "jettag (unfused)", base_name):
                     res = row.get(label, {})
-                    diff = {"jettag": row.get("max_abs_diff_shipped"),
-                            "jettag+fused": row.get("max_abs_diff_reference"),
+                    diff = {"jettag": row.get("max_abs_diff_reference"),
+                            "jettag (unfused)": row.get("max_abs_diff_unfused"),
                             base_name: row.get("max_abs_diff_edge_list")}[label]
-                    ratio = _ratio(res, row.get(base_name), "inference") \
-                        if label != base_name else "1.00"
+                    base = row.get(base_name)
+                    ratio = " | ".join([_ratio(res, base, "inference"), _ratio(res, base, "train"),
+                                        _ratio(base, res, "train", "peak_bytes")]) \
+                        if label != base_name else "1.00 | 1.00 | 1.00"
                     diff_s = "-" if diff is None else f"{diff:.1e}"
                     lines.append(
                         f"| {workload} | {row['batch']} | {row['mean_nodes']:.1f} | {label} "

@@ -13,6 +13,7 @@ from jettag.data.batch import JetBatch
 from jettag.data.features import LORENTZNET_PIDS, add_beams, lorentznet_inputs
 from jettag.nn.lorentz import LGEB
 from jettag.ops import counts_from_ptr, fully_connected_edges, segment_sum
+from jettag.ops.fused import use_fused
 
 __all__ = [
     "PID_MASSES",
@@ -327,9 +328,10 @@ class LorentzNet(nn.Module):
         if scalars.dim() != 2 or scalars.shape[1] != self.num_scalars:
             raise ValueError(f"LorentzNet: scalars must be (P, {self.num_scalars}), found "
                              f"{tuple(scalars.shape)}")
-        # In evaluation the blocks take the full graph of every jet themselves (fused: no
-        # edge list at all); in training one edge list serves every block.
-        edge_index = fully_connected_edges(ptr) if self.training else None
+        # The blocks take the full graph of every jet themselves (fused: no pair-sized
+        # activations at all); unfused training shares one edge list among the blocks.
+        fuse = all(block.fused for block in self.blocks) and use_fused(scalars)
+        edge_index = fully_connected_edges(ptr) if self.training and not fuse else None
         h = self.embedding(scalars)
         for block in self.blocks:
             h, x = block(h, x, ptr, scalars, edge_index=edge_index)

@@ -167,8 +167,9 @@ class LGEB(nn.Module):
         self.hidden_channels = hidden
         self.attr_channels = attr_channels
         self.c_weight = float(c_weight)
-        #: Evaluation on the fully connected graph (no ``edge_index`` given) runs through
-        #: :func:`jettag.ops.fused.lgeb_eval` on a fast backend; ``False`` for the plain block.
+        #: The fully connected graph (no ``edge_index`` given) runs through
+        #: :func:`jettag.ops.fused.lgeb_eval` / :func:`~jettag.ops.fused.lgeb_train` on a
+        #: fast backend; ``False`` for the plain block.
         self.fused = True
         self.update_x = update_x
         self.clamp = float(clamp)
@@ -215,8 +216,10 @@ class LGEB(nn.Module):
         """Update the scalars ``h`` and four-vectors ``x`` of every particle (see the class)."""
         self._check_inputs(h, x, attr)
         if edge_index is None:
-            if self.fused and not self.training and use_fused(h):
-                return fused.lgeb_eval(self, h, x, ptr, attr)
+            if self.fused and use_fused(h):
+                if not self.training:
+                    return fused.lgeb_eval(self, h, x, ptr, attr)
+                return fused.lgeb_train(self, h, x, ptr, attr)
             edge_index = fully_connected_edges(ptr)
         receiver, sender = edge_index[0], edge_index[1]
         num_nodes = h.shape[0]

@@ -270,17 +270,23 @@ def edge_conv_messages_backward(
         share = _aggregate_weights(last, valid[tile], aggr, out[tile])
         d_h = (grad[tile].unsqueeze(1) * share).view(rows * k, -1)
         for layer in range(len(weights) - 1, -1, -1):
-            d_z = torch.ops.aten.threshold_backward(d_h, acts[layer + 1], 0)
+            d_z = _relu_grad(d_h, acts[layer + 1])
             d_weights[layer] += d_z.t() @ acts[layer]
             d_biases[layer] += d_z.sum(0)
             d_h = d_z @ weights[layer]
-        d_z0 = torch.ops.aten.threshold_backward(d_h, acts[0], 0).view(rows, k, -1)
+        d_z0 = _relu_grad(d_h, acts[0]).view(rows, k, -1)
         d_own[tile] = d_z0.sum(1)
         d_other.index_add_(0, idx.reshape(-1), d_z0.view(rows * k, -1))
     return [d_own, d_other, *d_weights, *d_biases]
 
 
 # --------------------------------------------------------------------------- Lorentz
+
+
+def _relu_grad(grad: Tensor, out: Tensor) -> Tensor:
+    """``grad`` where the ReLU output ``out`` is positive, else 0 (ATen's vectorised ReLU
+    backward; a multiplication by a boolean mask costs two passes and a temporary)."""
+    return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
 def _psi(a: Tensor) -> Tensor:
@@ -446,7 +452,7 @@ def lorentz_messages_backward(
             d_t = (d_shift * t.diff).sum(-1).view(-1)
             d_diff += d_shift * t.t.unsqueeze(-1)
             grads["w_x2"] += t.q.t() @ d_t
-            d_q = (d_t.unsqueeze(1) * w_x2_) * (t.q > 0)
+            d_q = _relu_grad(d_t.unsqueeze(1) * w_x2_, t.q)
             grads["b_x1"] += d_q.sum(0)
             grads["w_x1"] += d_q.t() @ t.mm
             d_mm = d_mm + d_q @ w_x1_
@@ -454,19 +460,19 @@ def lorentz_messages_backward(
         d_s = (d_mm * t.m).sum(1) * t.gate * (1 - t.gate)
         grads["w_m"] += t.m.t() @ d_s
         grads["b_m"] += d_s.sum().view(1)
-        d_z1 = (d_mm * gate + d_s.unsqueeze(1) * w_m) * (t.m > 0)
+        d_z1 = _relu_grad(torch.addcmul(d_mm * gate, d_s.unsqueeze(1), w_m), t.m)
         grads["b_e"] += d_z1.sum(0)
         grads["w_e"] += d_z1.t() @ t.r0
-        d_z0 = ((d_z1 @ w_e) * (t.r0 > 0)).view(nb, length, length, hidden)
+        d_z0 = _relu_grad(d_z1 @ w_e, t.r0).view(nb, length, length, hidden)
         grads["hu"][real] += d_z0.sum(2)[mask]
         d_hv = d_z0.sum(1)
         grads["hv"].index_add_(0, real, d_hv[mask])
         flat = d_z0.view(-1, hidden)
-        grads["w_psi"][0] += t.psi_n.view(-1) @ flat
-        grads["w_psi"][1] += t.psi_d.view(-1) @ flat
+        grads["w_psi"] += torch.stack([t.psi_n.view(-1), t.psi_d.view(-1)]) @ flat
         # psi'(a) = sgn(a)^2 / (1 + |a|), 0 at a = 0 as autograd of sgn(a) log(1 + |a|).
-        d_norm = (d_z0 * w_psi[0]).sum(-1) * t.norm.sign().square() / (1 + t.norm.abs())
-        d_dot = (d_z0 * w_psi[1]).sum(-1) * t.dot.sign().square() / (1 + t.dot.abs())
+        d_psi = (flat @ w_psi.t()).view(nb, length, length, 2)
+        d_norm = d_psi[..., 0] * t.norm.sign().square() / (1 + t.norm.abs())
+        d_dot = d_psi[..., 1] * t.dot.sign().square() / (1 + t.dot.abs())
         d_diff += 2 * d_norm.unsqueeze(-1) * t.diff * metric
         d_x = d_diff.sum(2) - d_diff.sum(1)
         d_x += (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric

@@ -61,6 +61,7 @@ __all__ = [
     "edge_conv_train",
     "fold_batchnorm",
     "lgeb_eval",
+    "lgeb_train",
     "lorentz_messages",
     "lorentz_messages_reference",
     "use_fused",
@@ -695,6 +696,106 @@ def lgeb_eval(
     msum, xs = lorentz_messages(hu, hv, x, ptr, w_psi, block.phi_e[3].weight,
                                 block.phi_e[3].bias, block.phi_m[0].weight[0],
                                 block.phi_m[0].bias, *phi_x, clamp=block.clamp)
+    if block.phi_x is not None:
+        x = x + block.c_weight * xs
+    parts = [h, msum] if attr is None else [h, msum, attr]
+    return h + block.phi_h(torch.cat(parts, 1)), x
+
+
+def _pair_batchnorm_stats(
+    a: Tensor, b: Tensor, x: Tensor, ptr: Tensor, w_psi: Tensor
+) -> tuple[Tensor, Tensor, int]:
+    r"""Batch mean and (biased) variance of :math:`z_{ij} = a_i + b_j + \psi_{ij} W` over
+    the fully connected pairs ``i != j`` of every jet, without forming :math:`z`.
+
+    ``a``, ``b`` are ``(P, H)``, ``w_psi`` ``(2, H)``, :math:`\psi_{ij}` the two Lorentz
+    invariants of the pair (:func:`jettag.nn.lorentz.lorentz_edge_features`). Each part is
+    centred on its own pair mean, so that the variance is a sum of covariances (no
+    difference of large squares); sums over pairs reduce to per-particle and per-jet sums:
+    :math:`\sum_{i \ne j} a_i b_j = \sum_{jets} (\sum_i a_i)(\sum_j b_j) - \sum_i a_i b_i`,
+    :math:`\sum_{ij} a_i \psi_{ij} = \sum_i a_i \sum_j \psi_{ij}`. Computed in float64 and
+    differentiable (the training-mode BatchNorm's gradients flow through the statistics).
+    Costs O(P H + pairs) instead of the O(pairs H) of the pair activations.
+    Returns ``(mean, var, pairs)``, mean and var in float64.
+    """
+    from jettag.nn.lorentz import lorentz_edge_features
+
+    receiver, sender = reference.fully_connected_edges(ptr)
+    num = a.shape[0]
+    pairs = int(receiver.numel())
+    counts = ptr[1:] - ptr[:-1]
+    degree = torch.repeat_interleave(counts - 1, counts, output_size=num).to(torch.float64)
+    psi = lorentz_edge_features(x, torch.stack([receiver, sender])).to(torch.float64)
+    a, b, w = a.to(torch.float64), b.to(torch.float64), w_psi.to(torch.float64)
+    a_mean = degree @ a / pairs
+    b_mean = degree @ b / pairs
+    psi_mean = psi.sum(0) / pairs
+    a, b, psi = a - a_mean, b - b_mean, psi - psi_mean
+    psi_rows = reference.scatter_sum(psi, receiver, num)  # (P, 2): sum over j of psi_ij
+    psi_cols = reference.scatter_sum(psi, sender, num)  # (P, 2): sum over i of psi_ij
+    a_jets, b_jets = reference.segment_sum(a, ptr), reference.segment_sum(b, ptr)
+    cross_ab = (a_jets * b_jets).sum(0) - (a * b).sum(0)
+    second = (
+        degree @ (a * a)
+        + degree @ (b * b)
+        + (w * ((psi.T @ psi) @ w)).sum(0)
+        + 2 * cross_ab
+        + 2 * (a * (psi_rows @ w)).sum(0)
+        + 2 * (b * (psi_cols @ w)).sum(0)
+    )
+    return a_mean + b_mean + psi_mean @ w, second / pairs, pairs
+
+
+def lgeb_train(
+    block: Any, h: Tensor, x: Tensor, ptr: Tensor, attr: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Training-mode forward of a :class:`jettag.nn.lorentz.LGEB` on the fully connected
+    graph of every jet through the fused pair operator; same outputs, gradients and
+    running-statistics updates as ``block.train()(h, x, ptr, attr)`` up to rounding.
+
+    The first :math:`\\phi_e` layer's BatchNorm needs the batch statistics of its input over
+    all pairs: they come from per-particle and per-jet sums
+    (:func:`_pair_batchnorm_stats`), after which the BatchNorm is an affine map folded into
+    the per-particle parts, as in evaluation, and :func:`lorentz_messages` (whose backward
+    recomputes each tile) does the rest. No pair-sized activation is stored: the memory of a
+    training step grows with the pairs only through their 2 invariants and the edge list.
+    Falls back to the block's own forward with fewer than 2 pairs (where BatchNorm's
+    training mode raises its usual error).
+    """
+    channels = block.channels
+    pairs = int(((ptr[1:] - ptr[:-1]) * (ptr[1:] - ptr[:-1] - 1)).sum())
+    norm: nn.BatchNorm1d = block.phi_e[1]
+    if pairs < 2 or not norm.training:
+        return type(block).forward(block, h, x, ptr, attr,
+                                   edge_index=reference.fully_connected_edges(ptr))
+    first = block.phi_e[0].weight
+    u, v = first[:, :channels], first[:, channels:2 * channels]
+    w_psi = first[:, 2 * channels:].T
+    a, b = (h @ torch.cat([u, v]).T).split(block.hidden_channels, dim=1)
+    mean, var, pairs = _pair_batchnorm_stats(a, b, x, ptr, w_psi)
+    if norm.track_running_stats and norm.running_mean is not None:
+        momentum = norm.momentum
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            if momentum is None:
+                momentum = 1.0 / float(norm.num_batches_tracked)
+            norm.running_mean.mul_(1 - momentum).add_(momentum * mean.to(h.dtype))
+            unbiased = var * (pairs / (pairs - 1))
+            norm.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(h.dtype))
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.to(torch.float64)
+    shift = -mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.to(torch.float64)
+    scale, shift = scale.to(h.dtype), shift.to(h.dtype)
+    phi_x: tuple[Tensor | None, ...] = (None, None, None)
+    if block.phi_x is not None:
+        phi_x = (block.phi_x[0].weight, block.phi_x[0].bias, block.phi_x[2].weight[0])
+    msum, xs = lorentz_messages(a * scale + shift, b * scale, x, ptr, w_psi * scale,
+                                block.phi_e[3].weight, block.phi_e[3].bias,
+                                block.phi_m[0].weight[0], block.phi_m[0].bias, *phi_x,
+                                clamp=block.clamp)
     if block.phi_x is not None:
         x = x + block.c_weight * xs
     parts = [h, msum] if attr is None else [h, msum, attr]

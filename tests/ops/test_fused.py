@@ -217,6 +217,7 @@ def test_edge_conv_train_drop_in_equals_layer(aggr):
     gen = torch.Generator().manual_seed(4)
     conv = EdgeConv(6, (8, 8, 5), k=4, aggr=aggr).double().train()
     twin = copy.deepcopy(conv)
+    conv.fused = False  # the expectation is the plain layer (the shipped one fuses)
     ptr = _ptr([*SIZES, 15])
     x = torch.randn(int(ptr[-1]), 6, dtype=F64, generator=gen, requires_grad=True)
     pos = torch.randn(int(ptr[-1]), 2, dtype=F64, generator=gen)
@@ -274,3 +275,68 @@ def test_fold_batchnorm_matches_module():
     weight, bias = fused.fold_batchnorm(lin.weight, lin.bias, norm)
     x = torch.randn(6, 4, generator=gen)
     torch.testing.assert_close(x @ weight.T + bias, norm(lin(x)), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("update_x", [True, False])
+def test_lgeb_train_drop_in_equals_block(update_x, dtype):
+    """Training mode: outputs, every gradient and the BatchNorm running statistics of the
+    fused block equal the plain block's (edge list, BatchNorm over the pairs)."""
+    import copy
+
+    from jettag.nn.lorentz import LGEB
+
+    gen = torch.Generator().manual_seed(6)
+    block = LGEB(8, hidden_channels=6, attr_channels=2, c_weight=0.1, update_x=update_x)
+    _randomise_norms(block, gen)
+    block = block.to(dtype).train()
+    twin = copy.deepcopy(block)
+    block.fused = False
+    hu, _, x, ptr, _, _ = _lorentz_inputs(dtype, False, hidden=8, sizes=[*SIZES, 12])
+    h = hu.detach().requires_grad_(True)
+    x = x.detach().requires_grad_(True)
+    attr = torch.randn(h.shape[0], 2, dtype=dtype, generator=gen)
+    calls = []
+    real = fused.lorentz_messages
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "lorentz_messages", lambda *a, **k: calls.append(1) or real(*a, **k))
+        got = twin(h, x, ptr, attr)
+    assert calls  # the shipped block took the fused path
+    expected = block(h, x, ptr, attr)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == F32 else {}
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    probe = [torch.randn(t.shape, dtype=dtype, generator=gen) for t in got]
+
+    def grads(out, module):
+        loss = sum((o * p).sum() for o, p in zip(out, probe, strict=True))
+        return torch.autograd.grad(loss, [h, x, *module.parameters()], allow_unused=True)
+
+    for a, b in zip(grads(got, twin), grads(expected, block), strict=True):
+        if a is None or b is None:
+            assert (a is None and b is None) or (a if b is None else b).abs().max() == 0
+            continue
+        torch.testing.assert_close(a, b, **({"atol": 1e-4, "rtol": 1e-4} if dtype == F32
+                                            else {}))
+    for a, b in zip(twin.buffers(), block.buffers(), strict=True):  # running statistics
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_pair_batchnorm_stats_equal_direct_statistics():
+    """Mean and variance from per-particle sums equal those of the explicit pair values,
+    also when the parts have large means (the centring keeps float64 accurate)."""
+    from jettag.nn.lorentz import lorentz_edge_features
+
+    gen = torch.Generator().manual_seed(8)
+    ptr = _ptr([5, 0, 1, 7, 2, 30])
+    num = int(ptr[-1])
+    a = 1e3 + torch.randn(num, 4, dtype=F64, generator=gen)
+    b = -1e3 + torch.randn(num, 4, dtype=F64, generator=gen)
+    w = torch.randn(2, 4, dtype=F64, generator=gen)
+    x = torch.randn(num, 4, dtype=F64, generator=gen) * 10
+    mean, var, pairs = fused._pair_batchnorm_stats(a, b, x, ptr, w)
+    edges = reference.fully_connected_edges(ptr)
+    z = a[edges[0]] + b[edges[1]] + lorentz_edge_features(x, edges) @ w
+    assert pairs == z.shape[0] == 5 * 4 + 7 * 6 + 2 + 30 * 29
+    torch.testing.assert_close(mean, z.mean(0), rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(var, z.var(0, unbiased=False), rtol=1e-10, atol=1e-10)
