@@ -552,6 +552,9 @@ def run_taggers(runner: Runner, pools: dict[str, JetBatch], batch_sizes, results
             log(f"[{name}] cannot create: {err}")
             continue
         entry: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
+        # Training steps move the weights and BatchNorm statistics: every row starts from the
+        # same state, so its comparison with the reference path is of the model as created.
+        initial = copy.deepcopy(model.state_dict())
         x_names = getattr(getattr(model, "inputs", None), "x_names", None)
         if x_names:
             entry["note"] = f"synthetic per-particle features for {list(x_names)}"
@@ -563,6 +566,7 @@ def run_taggers(runner: Runner, pools: dict[str, JetBatch], batch_sizes, results
                     jets = with_features(jets, x_names, runner.args.seed)
                 jets = jets.to(device=runner.device)
                 row: dict[str, Any] = {"batch": size}
+                model.load_state_dict(initial)
                 try:
                     with torch.no_grad():
                         out = model(jets)

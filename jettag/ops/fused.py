@@ -38,8 +38,10 @@ statistics over all edges, so the layer's unfused path applies.
         \mathrm{ReLU}(W_{x1} m_{ij} + b_{x1}),\ \pm c\big)
 
 which is the pairwise part of :class:`~jettag.nn.lorentz.LGEB` with its first
-:math:`\phi_e` layer decomposed per particle and, in evaluation mode, its BatchNorm folded
-(:func:`lgeb_eval` runs a whole block this way).
+:math:`\phi_e` layer decomposed per particle and its BatchNorm folded: with the running
+statistics in evaluation (:func:`lgeb_eval` runs a whole block this way), with the batch
+statistics over all pairs in training, which :func:`lgeb_train` gets from per-particle and
+per-jet sums without forming :math:`z` (gradients flow through them by autograd).
 """
 
 from __future__ import annotations
