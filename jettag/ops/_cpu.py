@@ -49,6 +49,13 @@ TILE_BYTES = 1 << 21
 LORENTZ_TILE_BYTES = 1 << 21
 
 
+def _relu_grad_(grad: Tensor, out: Tensor) -> Tensor:
+    """``grad`` zeroed in place where the ReLU output (or input) ``out`` is not positive:
+    ReLU's backward through ATen's vectorised kernel (a multiplication by a boolean mask
+    costs two passes and a temporary)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad)
+
+
 def _counts(ptr: Tensor) -> Tensor:
     return ptr[1:] - ptr[:-1]
 
@@ -272,28 +279,17 @@ def edge_conv_messages_backward(
         share = _aggregate_weights(last, valid[tile], aggr, out[tile])
         d_h = (grad[tile].unsqueeze(1) * share).view(rows * k, -1)
         for layer in range(len(weights) - 1, -1, -1):
-            d_z = _relu_grad(d_h, acts[layer + 1])
+            d_z = _relu_grad_(d_h, acts[layer + 1])
             d_weights[layer] += d_z.t() @ acts[layer]
             d_biases[layer] += d_z.sum(0)
             d_h = d_z @ weights[layer]
-        d_z0 = _relu_grad(d_h, acts[0]).view(rows, k, -1)
+        d_z0 = _relu_grad_(d_h, acts[0]).view(rows, k, -1)
         d_own[tile] = d_z0.sum(1)
         d_other.index_add_(0, idx.reshape(-1), d_z0.view(rows * k, -1))
     return [d_own, d_other, *d_weights, *d_biases]
 
 
 # --------------------------------------------------------------------------- Lorentz
-
-
-def _relu_grad(grad: Tensor, out: Tensor) -> Tensor:
-    """``grad`` where the ReLU output ``out`` is positive, else 0 (ATen's vectorised ReLU
-    backward; a multiplication by a boolean mask costs two passes and a temporary)."""
-    return torch.ops.aten.threshold_backward(grad, out, 0)
-
-
-def _relu_grad_(grad: Tensor, out: Tensor) -> Tensor:
-    """:func:`_relu_grad` written into ``grad``."""
-    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad)
 
 
 def _psi(a: Tensor) -> Tensor:

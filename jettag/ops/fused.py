@@ -310,14 +310,22 @@ def edge_conv_eval(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- training
 
 
-def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor]:
-    """Training-mode BatchNorm of ``z`` updating ``norm``'s running statistics, as the
-    module does; returns the output and the batch mean and inverse std."""
+def _count_batch(norm: nn.BatchNorm1d) -> float | None:
+    """Count one more training batch in ``norm`` as the module does; return the momentum of
+    this batch's running-statistics update (the cumulative average's when ``momentum`` is
+    ``None``; ``None`` when no statistics are tracked)."""
     momentum = norm.momentum
     if norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         if momentum is None:
             momentum = 1.0 / float(norm.num_batches_tracked)
+    return momentum
+
+
+def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode BatchNorm of ``z`` updating ``norm``'s running statistics, as the
+    module does; returns the output and the batch mean and inverse std."""
+    momentum = _count_batch(norm)
     out, mean, invstd = torch.native_batch_norm(
         z, norm.weight, norm.bias, norm.running_mean, norm.running_var, True,
         0.0 if momentum is None else momentum, norm.eps)
@@ -687,6 +695,15 @@ def lgeb_eval(
     hu, hv = (h @ torch.cat([u, v]).T).split(block.hidden_channels, dim=1)
     hu = hu + shift
     w_psi = folded[:, 2 * channels:].T
+    return _lgeb_rest(block, h, x, ptr, attr, hu, hv, w_psi)
+
+
+def _lgeb_rest(
+    block: Any, h: Tensor, x: Tensor, ptr: Tensor, attr: Tensor | None, hu: Tensor,
+    hv: Tensor, w_psi: Tensor,
+) -> tuple[Tensor, Tensor]:
+    r"""An LGEB block from its folded first layer on: the fused pair messages, the
+    coordinate update and :math:`\phi_h` (shared by :func:`lgeb_eval`, :func:`lgeb_train`)."""
     phi_x: tuple[Tensor | None, ...] = (None, None, None)
     if block.phi_x is not None:
         phi_x = (block.phi_x[0].weight, block.phi_x[0].bias, block.phi_x[2].weight[0])
@@ -771,11 +788,8 @@ def lgeb_train(
     a, b = (h @ torch.cat([u, v]).T).split(block.hidden_channels, dim=1)
     mean, var, pairs = _pair_batchnorm_stats(a, b, x, ptr, w_psi)
     if norm.track_running_stats and norm.running_mean is not None:
-        momentum = norm.momentum
+        momentum = _count_batch(norm)
         with torch.no_grad():
-            norm.num_batches_tracked.add_(1)
-            if momentum is None:
-                momentum = 1.0 / float(norm.num_batches_tracked)
             norm.running_mean.mul_(1 - momentum).add_(momentum * mean.to(h.dtype))
             unbiased = var * (pairs / (pairs - 1))
             norm.running_var.mul_(1 - momentum).add_(momentum * unbiased.to(h.dtype))
@@ -786,14 +800,4 @@ def lgeb_train(
     if norm.bias is not None:
         shift = shift + norm.bias.to(torch.float64)
     scale, shift = scale.to(h.dtype), shift.to(h.dtype)
-    phi_x: tuple[Tensor | None, ...] = (None, None, None)
-    if block.phi_x is not None:
-        phi_x = (block.phi_x[0].weight, block.phi_x[0].bias, block.phi_x[2].weight[0])
-    msum, xs = lorentz_messages(a * scale + shift, b * scale, x, ptr, w_psi * scale,
-                                block.phi_e[3].weight, block.phi_e[3].bias,
-                                block.phi_m[0].weight[0], block.phi_m[0].bias, *phi_x,
-                                clamp=block.clamp)
-    if block.phi_x is not None:
-        x = x + block.c_weight * xs
-    parts = [h, msum] if attr is None else [h, msum, attr]
-    return h + block.phi_h(torch.cat(parts, 1)), x
+    return _lgeb_rest(block, h, x, ptr, attr, a * scale + shift, b * scale, w_psi * scale)
