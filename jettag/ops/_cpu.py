@@ -21,9 +21,15 @@ record autograd history themselves.
 from __future__ import annotations
 
 import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from jettag.ops.dispatch import compiled_tiles
 
 __all__ = [
     "edge_conv_messages",
@@ -189,6 +195,55 @@ def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Ten
     return index, valid
 
 
+# --------------------------------------------------------------------------- tiles
+
+
+class _Tile:
+    """A function of one tile of a fused operator, run as it is (``fn``, written for eager
+    PyTorch: in-place updates) or, with :func:`jettag.ops.dispatch.set_compiled_tiles` on,
+    ``source`` (the same function written for Inductor) through ``torch.compile``, which
+    fuses the elementwise passes over the tile around the matrix products.
+
+    The tile's jets dimension (dim 0 of the arguments at positions ``jets``) is compiled
+    as an unbacked size and the weights (positions ``weights``) as static, so one graph
+    serves every tile of a given dtype (no recompilation for 1-jet tiles or when a size
+    equals a weight's). Calls with ``compilable=False`` (degenerate tiles) run eagerly. If
+    compiling fails (no C++ compiler, unsupported platform), the function warns once and
+    runs eagerly from then on.
+    """
+
+    def __init__(self, fn: Callable[..., Any], source: Callable[..., Any] | None = None, *,
+                 jets: Iterable[int], weights: Iterable[int]) -> None:
+        self.fn = fn
+        self.source = fn if source is None else source
+        self.jets = tuple(jets)
+        self.weights = tuple(weights)
+        self.compiled: Callable[..., Any] | None = None
+        self.failed = False
+
+    def __call__(self, compilable: bool, *args: Any) -> Any:
+        if not (compilable and compiled_tiles() and not self.failed):
+            return self.fn(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.source, dynamic=True, fullgraph=True)
+        for i in self.jets:
+            if args[i] is not None:
+                torch._dynamo.decorators.mark_unbacked(args[i], 0)
+        for i in self.weights:
+            if args[i] is not None:
+                torch._dynamo.mark_static(args[i])
+        try:
+            with torch.no_grad():
+                return self.compiled(*args)
+        except Exception as err:  # noqa: BLE001 - any failure of the compiler stack
+            self.failed = True
+            warnings.warn(
+                f"jettag.ops: compiling {self.source.__name__} with torch.compile failed "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "running it eagerly from now on", RuntimeWarning, stacklevel=2)
+            return self.fn(*args)
+
+
 # --------------------------------------------------------------------------- EdgeConv
 
 
@@ -296,64 +351,221 @@ def _psi(a: Tensor) -> Tensor:
     return torch.sign(a) * torch.log1p(a.abs())
 
 
-class _LorentzTile:
-    """Forward quantities of the pairs ``(i, j)`` of a tile of jets of one bucket."""
-
-    def __init__(
-        self,
-        hu: Tensor,
-        hv: Tensor,
-        x: Tensor,
-        mask: Tensor,
-        w_psi: Tensor,
-        w_e: Tensor,
-        b_e: Tensor,
-        w_m: Tensor,
-        b_m: Tensor,
-        phi_x: tuple[Tensor, Tensor, Tensor] | None,
-        clamp: float,
-    ) -> None:
-        nb, length, hidden = hu.shape
-        eye = torch.eye(length, dtype=torch.bool, device=hu.device)
-        self.pair = (mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye).to(hu.dtype)
-        self.diff = x.unsqueeze(2) - x.unsqueeze(1)
-        metric = x.new_tensor([1.0, -1.0, -1.0, -1.0])
-        self.norm = (self.diff * self.diff * metric).sum(-1)
-        self.dot = ((x * metric) @ x.transpose(1, 2))
-        self.psi = _psi(torch.stack([self.norm, self.dot], -1)).view(-1, 2)
-        z0 = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden)
-        self.r0 = z0.addmm_(self.psi, w_psi).relu_()
-        self.m = torch.addmm(b_e, self.r0, w_e.t()).relu_()
-        self.gate = torch.sigmoid(torch.addmv(b_m, self.m, w_m))
-        self.mm = self.m * self.gate.unsqueeze(1)
-        self.shape = (nb, length, hidden)
-        self.t: Tensor | None = None
-        if phi_x is not None:
-            w_x1, b_x1, w_x2 = phi_x
-            self.q = torch.addmm(b_x1, self.mm, w_x1.t()).relu_()
-            self.t = (self.q @ w_x2).view(nb, length, length)
-            self.raw = self.diff * self.t.unsqueeze(-1)
-            self.shift = self.raw.clamp(-clamp, clamp)
-
-    def sums(self) -> tuple[Tensor, Tensor | None]:
-        nb, length, hidden = self.shape
-        weights = self.pair.view(nb * length, 1, length)
-        msum = torch.bmm(weights, self.mm.view(nb * length, length, hidden)).view(
-            nb, length, hidden)
-        if self.t is None:
-            return msum, None
-        count = self.pair.sum(2, keepdim=True).clamp_min(1)
-        xs = (self.shift * self.pair.unsqueeze(-1)).sum(2) / count
-        return msum, xs
+def _pair_invariants(xt: Tensor, mask: Tensor, dtype: torch.dtype):
+    """Pair mask (real ``i != j``), ``x_i - x_j``, ``|x_i - x_j|^2``, ``<x_i, x_j>`` and
+    psi of the two invariants ``(nb * L * L, 2)`` of a tile."""
+    length = xt.shape[1]
+    eye = torch.eye(length, dtype=torch.bool, device=xt.device)
+    pair = (mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye).to(dtype)
+    diff = xt.unsqueeze(2) - xt.unsqueeze(1)
+    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
+    norm = (diff * diff * metric).sum(-1)
+    dot = (xt * metric) @ xt.transpose(1, 2)
+    return pair, diff, norm, dot, _psi(torch.stack([norm, dot], -1)).view(-1, 2)
 
 
-def _lorentz_tiles(ptr: Tensor, hidden: int, itemsize: int):
-    """Yield ``(rows, mask)`` of tiles of jets of one bucket each."""
-    for jets, length in jet_buckets(_counts(ptr), ratio=1.25, slack=4):
-        per_jet = length * length * hidden * itemsize
-        step = max(1, LORENTZ_TILE_BYTES // per_jet)
-        for start in range(0, jets.numel(), step):
-            yield _bucket_rows(ptr, jets[start:start + step], length)
+def _lorentz_forward_tile(
+    hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor, w_psi: Tensor, w_e: Tensor,
+    b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None,
+    w_x2: Tensor | None, clamp: float,
+) -> tuple[Tensor, Tensor | None]:
+    """``msum`` ``(nb, L, C)`` and ``xs`` ``(nb, L, 4)`` (None without phi_x) of one tile
+    of ``nb`` jets padded to ``L`` (``hu``, ``hv``: ``(nb, L, C)``, ``xt``: ``(nb, L, 4)``,
+    ``mask``: the real particles), with in-place updates so that each pair-sized tensor
+    is written as few times as possible."""
+    nb, length, hidden = hu.shape
+    torch._check(nb > 0)  # for torch.compile: the unbacked tile size is not 0
+    pair, diff, _, _, psi = _pair_invariants(xt, mask, hu.dtype)
+    z = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden)
+    z = z.addmm_(psi, w_psi).relu_()
+    m = torch.addmm(b_e, z, w_e.t()).relu_()
+    del z
+    m.mul_(torch.sigmoid(torch.addmv(b_m, m, w_m)).unsqueeze(1))
+    msum = torch.bmm(pair.view(nb * length, 1, length),
+                     m.view(nb * length, length, hidden)).view(nb, length, hidden)
+    if w_x1 is None:
+        return msum, None
+    t = torch.addmm(b_x1, m, w_x1.t()).relu_() @ w_x2
+    shift = (diff * t.view(nb, length, length, 1)).clamp_(-clamp, clamp)
+    count = pair.sum(2, keepdim=True).clamp_min(1)
+    return msum, (shift * pair.unsqueeze(-1)).sum(2) / count
+
+
+def _lorentz_backward_tile(
+    g_m: Tensor, g_x: Tensor | None, hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor,
+    w_psi: Tensor, w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None,
+    b_x1: Tensor | None, w_x2: Tensor | None, clamp: float,
+) -> list[Tensor | None]:
+    """Gradients of one tile (forward recomputed): ``[d_hu, d_hv, d_x]`` per padded row
+    ``(nb, L, .)`` and the tile's parts of ``[d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1,
+    d_b_x1, d_w_x2]`` (None without phi_x), given the output gradients ``g_m``, ``g_x`` of
+    the padded rows (whatever their values at padding: those rows meet only masked pairs,
+    and every gradient of a padding row is 0)."""
+    nb, length, hidden = hu.shape
+    torch._check(nb > 0)
+    pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
+    r0 = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden).addmm_(psi, w_psi).relu_()
+    m = torch.addmm(b_e, r0, w_e.t()).relu_()
+    gate = torch.sigmoid(torch.addmv(b_m, m, w_m))
+    mm = m * gate.unsqueeze(1)
+    pair4 = pair.unsqueeze(-1)
+    d_mm = (g_m.unsqueeze(2) * pair4).view(-1, hidden)
+    d_w_x1 = d_b_x1 = d_w_x2 = None
+    d_diff = torch.zeros_like(diff)
+    if w_x1 is not None:
+        assert g_x is not None and b_x1 is not None and w_x2 is not None
+        q = torch.addmm(b_x1, mm, w_x1.t()).relu_()
+        t = (q @ w_x2).view(nb, length, length, 1)
+        raw = diff * t
+        count = pair.sum(2, keepdim=True).clamp_min(1)
+        d_shift = (g_x / count).unsqueeze(2) * pair4 * (raw.abs() <= clamp)
+        d_t = (d_shift * diff).sum(-1).view(-1)
+        d_diff += d_shift * t
+        d_w_x2 = q.t() @ d_t
+        d_q = _relu_grad_(torch.outer(d_t, w_x2), q)
+        d_b_x1 = d_q.sum(0)
+        d_w_x1 = d_q.t() @ mm
+        d_mm.addmm_(d_q, w_x1)
+        del d_q
+    d_s = (d_mm * m).sum(1).mul_(gate * (1 - gate))
+    d_w_m = m.t() @ d_s
+    d_b_m = d_s.sum().view(1)
+    # d_z1 in place of d_mm: d_mm * gate + d_s w_m where m > 0
+    d_z1 = _relu_grad_(d_mm.mul_(gate.unsqueeze(1)).addr_(d_s, w_m), m)
+    d_b_e = d_z1.sum(0)
+    d_w_e = d_z1.t() @ r0
+    d_z0 = _relu_grad_(d_z1 @ w_e, r0)
+    del d_z1, d_mm
+    d_w_psi = psi.t() @ d_z0
+    # psi'(a) = sgn(a)^2 / (1 + |a|), 0 at a = 0 as autograd of sgn(a) log(1 + |a|).
+    d_psi = (d_z0 @ w_psi.t()).view(nb, length, length, 2)
+    d_z0 = d_z0.view(nb, length, length, hidden)
+    d_hu, d_hv = d_z0.sum(2), d_z0.sum(1)
+    del d_z0
+    d_norm = d_psi[..., 0] * norm.sign().square() / (1 + norm.abs())
+    d_dot = d_psi[..., 1] * dot.sign().square() / (1 + dot.abs())
+    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
+    d_diff += 2 * d_norm.unsqueeze(-1) * diff * metric
+    d_x = d_diff.sum(2) - d_diff.sum(1)
+    d_x += (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
+    return [d_hu, d_hv, d_x, d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1, d_b_x1, d_w_x2]
+
+
+def _lorentz_forward_tile_c(
+    hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor, w_psi: Tensor, w_e: Tensor,
+    b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None,
+    w_x2: Tensor | None, clamp: float,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_lorentz_forward_tile` written for Inductor: out of place, the two-column
+    product with psi as broadcasts, the gate folded into the sums and (``g (m W) = (g m)
+    W``) into phi_x's first layer, so the elementwise work fuses into the matrix products'
+    neighbours and the gated messages are never stored."""
+    nb, length, hidden = hu.shape
+    torch._check(nb > 0)
+    pair, diff, _, _, psi = _pair_invariants(xt, mask, hu.dtype)
+    psi = psi.view(nb, length, length, 2)
+    z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi[..., 0:1] * w_psi[0]
+         + psi[..., 1:2] * w_psi[1])
+    r0 = z.relu().view(-1, hidden)
+    m = (r0 @ w_e.t() + b_e).relu()
+    gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
+    weight = (gate.view(nb, length, length) * pair).unsqueeze(-1)
+    msum = (m.view(nb, length, length, hidden) * weight).sum(2)
+    if w_x1 is None:
+        return msum, None
+    t = ((m @ w_x1.t()) * gate + b_x1).relu() @ w_x2
+    shift = (diff * t.view(nb, length, length, 1)).clamp(-clamp, clamp)
+    count = pair.sum(2, keepdim=True).clamp_min(1)
+    return msum, (shift * pair.unsqueeze(-1)).sum(2) / count
+
+
+def _lorentz_backward_tile_c(
+    g_m: Tensor, g_x: Tensor | None, hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor,
+    w_psi: Tensor, w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None,
+    b_x1: Tensor | None, w_x2: Tensor | None, clamp: float,
+) -> list[Tensor | None]:
+    """:func:`_lorentz_backward_tile` written for Inductor (see
+    :func:`_lorentz_forward_tile_c`)."""
+    nb, length, hidden = hu.shape
+    torch._check(nb > 0)
+    pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
+    psi4 = psi.view(nb, length, length, 2)
+    z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi4[..., 0:1] * w_psi[0]
+         + psi4[..., 1:2] * w_psi[1])
+    r0 = z.relu().view(-1, hidden)
+    m = (r0 @ w_e.t() + b_e).relu()
+    gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
+    pair4 = pair.unsqueeze(-1)
+    # gated messages mg = gate * m summed over j: d mg_ij = pair_ij g_m_i
+    d_mg = (g_m.unsqueeze(2) * pair4).view(-1, hidden)
+    d_gate = (d_mg * m).sum(1, keepdim=True)
+    d_m = d_mg * gate
+    d_w_x1 = d_b_x1 = d_w_x2 = None
+    d_diff = torch.zeros_like(diff)
+    if w_x1 is not None:
+        assert g_x is not None and b_x1 is not None and w_x2 is not None
+        p = m @ w_x1.t()
+        q = (p * gate + b_x1).relu()
+        t = (q @ w_x2).view(nb, length, length, 1)
+        raw = diff * t
+        count = pair.sum(2, keepdim=True).clamp_min(1)
+        d_raw = (g_x / count).unsqueeze(2) * pair4 * (raw.abs() <= clamp)
+        d_t = (d_raw * diff).sum(-1).view(-1, 1)
+        d_diff = d_raw * t
+        d_w_x2 = (q * d_t).sum(0)
+        d_q = torch.where(q > 0, d_t * w_x2, 0)
+        d_b_x1 = d_q.sum(0)
+        d_gate = d_gate + (d_q * p).sum(1, keepdim=True)
+        d_p = d_q * gate
+        d_w_x1 = d_p.t() @ m
+        d_m = d_m + d_p @ w_x1
+    d_s = d_gate * gate * (1 - gate)
+    d_w_m = (m * d_s).sum(0)
+    d_b_m = d_s.sum().view(1)
+    d_a = torch.where(m > 0, d_m + d_s * w_m, 0)
+    d_b_e = d_a.sum(0)
+    d_w_e = d_a.t() @ r0
+    d_z = torch.where(r0 > 0, d_a @ w_e, 0).view(nb, length, length, hidden)
+    d_w_psi = torch.stack([(d_z * psi4[..., 0:1]).sum((0, 1, 2)),
+                           (d_z * psi4[..., 1:2]).sum((0, 1, 2))])
+    d_hu, d_hv = d_z.sum(2), d_z.sum(1)
+    d_norm = (d_z * w_psi[0]).sum(-1) * norm.sign().square() / (1 + norm.abs())
+    d_dot = (d_z * w_psi[1]).sum(-1) * dot.sign().square() / (1 + dot.abs())
+    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
+    d_diff = d_diff + 2 * d_norm.unsqueeze(-1) * diff * metric
+    d_x = d_diff.sum(2) - d_diff.sum(1)
+    d_x = d_x + (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
+    return [d_hu, d_hv, d_x, d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1, d_b_x1, d_w_x2]
+
+
+_LORENTZ_FORWARD = _Tile(_lorentz_forward_tile, _lorentz_forward_tile_c,
+                         jets=(0, 1, 2, 3), weights=range(4, 12))
+_LORENTZ_BACKWARD = _Tile(_lorentz_backward_tile, _lorentz_backward_tile_c,
+                          jets=(0, 1, 2, 3, 4, 5), weights=range(6, 14))
+
+
+_PLANS: OrderedDict[tuple, list[tuple[Tensor, Tensor]]] = OrderedDict()
+
+
+def _lorentz_tiles(ptr: Tensor, hidden: int, itemsize: int) -> list[tuple[Tensor, Tensor]]:
+    """``(rows, mask)`` of tiles of jets of one size bucket each (padding rows point at the
+    jet's first particle). A model's blocks, forward and backward, share one batch's
+    ``ptr``: the last few plans are kept."""
+    key = (ptr.device, hidden, itemsize, LORENTZ_TILE_BYTES, tuple(ptr.tolist()))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = []
+        for jets, length in jet_buckets(_counts(ptr), ratio=1.25, slack=4):
+            per_jet = length * length * hidden * itemsize
+            step = max(1, LORENTZ_TILE_BYTES // per_jet)
+            for start in range(0, jets.numel(), step):
+                plan.append(_bucket_rows(ptr, jets[start:start + step], length))
+        _PLANS[key] = plan
+        while len(_PLANS) > 8:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    return plan
 
 
 def lorentz_messages(
@@ -375,34 +587,15 @@ def lorentz_messages(
     num, hidden = hu.shape
     msum_out = hu.new_zeros(num, hidden)
     xs_out = x.new_zeros(num, 4)
-    phi_x = None if w_x1 is None else (w_x1, b_x1, w_x2)
-    metric = x.new_tensor([1.0, -1.0, -1.0, -1.0])
+    # Every pair term of a padding row is 0, so whole tiles are added (a jet's padding
+    # rows add zeros to its first particle); each real row is in exactly one tile.
     for rows, mask in _lorentz_tiles(ptr, hidden, hu.element_size()):
-        # Forward only: the same algebra as _LorentzTile with in-place updates, so each
-        # pair-sized tensor is written as few times as possible.
-        xt = x[rows]
-        nb, length = rows.shape
-        eye = torch.eye(length, dtype=torch.bool, device=x.device)
-        pair = (mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye).to(hu.dtype)
-        diff = xt.unsqueeze(2) - xt.unsqueeze(1)
-        psi = torch.stack([(diff * diff * metric).sum(-1), (xt * metric) @ xt.transpose(1, 2)],
-                          -1)
-        psi = _psi(psi).view(-1, 2)
-        z = (hu[rows].unsqueeze(2) + hv[rows].unsqueeze(1)).view(-1, hidden)
-        z = z.addmm_(psi, w_psi).relu_()
-        m = torch.addmm(b_e, z, w_e.t()).relu_()
-        del z
-        m.mul_(torch.sigmoid(torch.addmv(b_m, m, w_m)).unsqueeze(1))
-        msum = torch.bmm(pair.view(nb * length, 1, length),
-                         m.view(nb * length, length, hidden)).view(nb, length, hidden)
-        real = rows[mask]
-        msum_out[real] = msum[mask]
-        if phi_x is not None:
-            t = torch.addmm(b_x1, m, w_x1.t()).relu_() @ w_x2
-            shift = (diff * t.view(nb, length, length, 1)).clamp_(-clamp, clamp)
-            count = pair.sum(2, keepdim=True).clamp_min(1)
-            xs = (shift * pair.unsqueeze(-1)).sum(2) / count
-            xs_out[real] = xs[mask]
+        msum, xs = _LORENTZ_FORWARD(rows.shape[1] > 1, hu[rows], hv[rows], x[rows], mask,
+                                    w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp)
+        flat = rows.view(-1)
+        msum_out.index_add_(0, flat, msum.view(-1, hidden))
+        if xs is not None:
+            xs_out.index_add_(0, flat, xs.view(-1, 4))
     return msum_out, xs_out
 
 
@@ -426,60 +619,19 @@ def lorentz_messages_backward(
     """Gradients of :func:`lorentz_messages` w.r.t. every tensor input, in order (zeros for
     the absent phi_x weights), recomputing tile by tile."""
     hidden = hu.shape[1]
-    grads = {name: torch.zeros_like(t) for name, t in
-             (("hu", hu), ("hv", hv), ("x", x), ("w_psi", w_psi), ("w_e", w_e),
-              ("b_e", b_e), ("w_m", w_m), ("b_m", b_m))}
-    phi_x = None if w_x1 is None else (w_x1, b_x1, w_x2)
-    if phi_x is not None:
-        grads.update(w_x1=torch.zeros_like(w_x1), b_x1=torch.zeros_like(b_x1),
-                     w_x2=torch.zeros_like(w_x2))
-    metric = x.new_tensor([1.0, -1.0, -1.0, -1.0])
+    inputs = [hu, hv, x, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2]
+    grads = [None if t is None else torch.zeros_like(t) for t in inputs]
     for rows, mask in _lorentz_tiles(ptr, hidden, hu.element_size()):
-        xt = x[rows]
-        t = _LorentzTile(hu[rows], hv[rows], xt, mask, w_psi, w_e, b_e, w_m, b_m, phi_x,
-                         clamp)
-        nb, length, _ = t.shape
-        real = rows[mask]
-        pair = t.pair.unsqueeze(-1)
-        g_m = g_msum.new_zeros(nb, length, hidden)
-        g_m[mask] = g_msum[real]
-        d_mm = (g_m.unsqueeze(2) * pair).view(-1, hidden)
-        d_diff = torch.zeros_like(t.diff)
-        if phi_x is not None:
-            w_x1_, _, w_x2_ = phi_x
-            count = t.pair.sum(2, keepdim=True).clamp_min(1)
-            g_x = g_xs.new_zeros(nb, length, 4)
-            g_x[mask] = g_xs[real]
-            d_shift = (g_x / count).unsqueeze(2) * pair * (t.raw.abs() <= clamp)
-            d_t = (d_shift * t.diff).sum(-1).view(-1)
-            d_diff += d_shift * t.t.unsqueeze(-1)
-            grads["w_x2"] += t.q.t() @ d_t
-            d_q = _relu_grad_(torch.outer(d_t, w_x2_), t.q)
-            grads["b_x1"] += d_q.sum(0)
-            grads["w_x1"] += d_q.t() @ t.mm
-            d_mm.addmm_(d_q, w_x1_)
-            del d_q
-        d_s = (d_mm * t.m).sum(1).mul_(t.gate * (1 - t.gate))
-        grads["w_m"] += t.m.t() @ d_s
-        grads["b_m"] += d_s.sum().view(1)
-        # d_z1 in place of d_mm: d_mm * gate + d_s w_m where m > 0
-        d_z1 = _relu_grad_(d_mm.mul_(t.gate.unsqueeze(1)).addr_(d_s, w_m), t.m)
-        grads["b_e"] += d_z1.sum(0)
-        grads["w_e"] += d_z1.t() @ t.r0
-        d_z0 = _relu_grad_(d_z1 @ w_e, t.r0)
-        del d_z1, d_mm
-        grads["w_psi"] += t.psi.t() @ d_z0
-        # psi'(a) = sgn(a)^2 / (1 + |a|), 0 at a = 0 as autograd of sgn(a) log(1 + |a|).
-        d_psi = (d_z0 @ w_psi.t()).view(nb, length, length, 2)
-        d_z0 = d_z0.view(nb, length, length, hidden)
-        grads["hu"][real] += d_z0.sum(2)[mask]
-        grads["hv"].index_add_(0, real, d_z0.sum(1)[mask])
-        del d_z0
-        d_norm = d_psi[..., 0] * t.norm.sign().square() / (1 + t.norm.abs())
-        d_dot = d_psi[..., 1] * t.dot.sign().square() / (1 + t.dot.abs())
-        d_diff += 2 * d_norm.unsqueeze(-1) * t.diff * metric
-        d_x = d_diff.sum(2) - d_diff.sum(1)
-        d_x += (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
-        grads["x"].index_add_(0, real, d_x[mask])
-    names = ["hu", "hv", "x", "w_psi", "w_e", "b_e", "w_m", "b_m", "w_x1", "b_x1", "w_x2"]
-    return [grads[n] if n in grads else hu.new_zeros(0) for n in names]
+        # Output gradients of padding rows meet only pairs that are masked out; every
+        # gradient of a padding row is 0 (see lorentz_messages).
+        g_x = None if w_x1 is None else g_xs[rows]
+        parts = _LORENTZ_BACKWARD(rows.shape[1] > 1, g_msum[rows], g_x, hu[rows], hv[rows],
+                                  x[rows], mask, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1,
+                                  w_x2, clamp)
+        flat = rows.view(-1)
+        for grad, part in zip(grads[:3], parts[:3], strict=True):
+            grad.index_add_(0, flat, part.view(flat.numel(), -1))
+        for grad, part in zip(grads[3:], parts[3:], strict=True):
+            if part is not None:
+                grad += part
+    return [hu.new_zeros(0) if g is None else g for g in grads]
