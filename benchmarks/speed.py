@@ -16,7 +16,10 @@ Measures, in one run and on one device:
   ``"reference"``) and that the baselines agree with jettag on the same weights.
 
 Timing: on CPU ``time.perf_counter`` around each call, on CUDA CUDA events with a warm-up;
-the median of repetitions (at least ``--min-time`` seconds of them). Peak memory: on CUDA
+the median of repetitions (at least ``--min-time`` seconds of them). The implementations
+of a row (jettag's variants and the baselines) are measured in ``--rounds`` interleaved
+rounds (A, B, C, A, B, C, ...) and the median over rounds is reported, so that the
+machine's slow drifts hit all alike. Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the largest sum of live allocations recorded by
 the PyTorch profiler during one call (memory allocated before the call, such as weights and
 inputs, is not counted). Writes ``speed.md`` and ``speed.json`` under ``--out``.
@@ -475,11 +478,16 @@ def plain_layers() -> Iterator[None]:
             m.use_fused = fn
 
 
-def _variants(name: str) -> list[tuple[str, Callable[[], Any]]]:
-    """The rows of one implementation: jettag's shipped layers (fused) and the same layers
-    with the fused path off, the others as they are."""
+def _variants(name: str, compiled_tiles: bool = False
+              ) -> list[tuple[str, Callable[[], Any]]]:
+    """The rows of one implementation: jettag's shipped layers (fused), with
+    ``compiled_tiles`` also the same with ``jettag.ops.dispatch.use_compiled_tiles()``, and
+    the layers with the fused path off; the others as they are."""
     if name == "jettag":
-        return [("jettag", contextlib.nullcontext), ("jettag (unfused)", plain_layers)]
+        rows = [("jettag", contextlib.nullcontext)]
+        if compiled_tiles:
+            rows.append(("jettag (compiled tiles)", dispatch.use_compiled_tiles))
+        return [*rows, ("jettag (unfused)", plain_layers)]
     return [(name, contextlib.nullcontext)]
 
 
@@ -495,14 +503,14 @@ class Runner:
         return measure_time(fn, self.device, min_time=self.min_time, max_reps=self.max_reps,
                             min_reps=self.min_reps)
 
-    def infer(self, fn: Callable[[], Any], jets: int) -> dict[str, Any]:
+    def infer(self, fn: Callable[[], Any], jets: int, memory: bool = True) -> dict[str, Any]:
         with torch.no_grad():
             timing = self.time(fn)
-            memory = measure_peak_memory(fn, self.device)
-        return {"jets_per_s": jets / timing["median_s"], **timing, "peak_bytes": memory}
+            peak = measure_peak_memory(fn, self.device) if memory else None
+        return {"jets_per_s": jets / timing["median_s"], **timing, "peak_bytes": peak}
 
     def train(self, model: nn.Module, forward: Callable[[], Tensor], labels: Tensor,
-              jets: int) -> dict[str, Any]:
+              jets: int, memory: bool = True) -> dict[str, Any]:
         model.train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
@@ -513,9 +521,42 @@ class Runner:
             opt.step()
 
         timing = self.time(step)
-        memory = measure_peak_memory(step, self.device)
+        peak = measure_peak_memory(step, self.device) if memory else None
         model.eval()
-        return {"jets_per_s": jets / timing["median_s"], **timing, "peak_bytes": memory}
+        return {"jets_per_s": jets / timing["median_s"], **timing, "peak_bytes": peak}
+
+    def rounds(self, variants: list[tuple[str, Callable[[bool], dict[str, Any]]]],
+               jets: int, tag: str) -> dict[str, dict[str, Any]]:
+        """Measure every variant ``--rounds`` times, interleaved (variant A, B, C, A, B, C,
+        ...), so that slow drifts of the machine hit all alike. ``measure(first)`` returns
+        ``{"inference": ..., "train": ...}`` (memory measured when ``first``); the result
+        per variant keeps the first round's memory and, per mode, the median over the
+        rounds of the per-round medians (``round_medians_s`` lists them)."""
+        per: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
+        for r in range(self.args.rounds):
+            for label, measure in variants:
+                if per[label] and "error" in per[label][0]:
+                    continue
+                try:
+                    res = measure(r == 0)
+                except Exception as err:
+                    res = {"error": f"{type(err).__name__}: {err}"}
+                per[label].append(res)
+                log(f"[{tag}/{label}] round {r + 1}/{self.args.rounds}: {_short(res)}")
+        out = {}
+        for label, results in per.items():
+            first = copy.deepcopy(results[0])
+            for mode in ("inference", "train"):
+                entry = first.get(mode)
+                if not entry or "median_s" not in entry:
+                    continue
+                medians = [res[mode]["median_s"] for res in results if "median_s" in
+                           res.get(mode, {})]
+                entry["round_medians_s"] = medians
+                entry["median_s"] = float(np.median(medians))
+                entry["jets_per_s"] = jets / entry["median_s"]
+            out[label] = first
+        return out
 
 
 def _max_diff(a: Tensor, b: Tensor) -> float:
@@ -680,33 +721,38 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
                 model, ptr[1:] - ptr[:-1], decomposed=False) / 1e9
             row["gflop_per_batch_weaver"] = particlenet_flops(
                 model, ptr[1:] - ptr[:-1], padded_to=n_pad, decomposed=False) / 1e9
-            for name, fn in impls.items():
-                variants = _variants(name)
-                for label, ctx in variants:
+            def particlenet_variant(name, fn, label, ctx, size=size, n_pad=n_pad, ptr=ptr,
+                                    labels=labels):
+                def measure(first: bool) -> dict[str, Any]:
                     res: dict[str, Any] = {}
-                    try:
-                        with ctx():
-                            res["inference"] = runner.infer(fn, size)
-                            est = _train_bytes(label, size, n_pad, float(ptr[-1]), model)
-                            if runner.args.no_train or size == 1:
-                                pass
-                            elif est > limit:
-                                res["train"] = {"skipped": f"estimated {est / 2**30:.1f} GiB of "
-                                                f"activations > --memory-limit-gb"}
-                            else:
-                                net = {"weaver": weaver, "pyg": pyg}.get(name, model)
-                                res["train"] = runner.train(net, fn, labels, size)
-                    except Exception as err:
-                        res["error"] = f"{type(err).__name__}: {err}"
-                    if "inference" in res:
-                        gflop = flops if name == "jettag" else (
-                            row["gflop_per_batch_weaver"] * 1e9 if name == "weaver"
-                            else row["gflop_per_batch_standard"] * 1e9)
-                        achieved = gflop / res["inference"]["median_s"] / 1e9
-                        res["inference"]["gflops"] = achieved
-                        res["inference"]["fraction_of_matmul_peak"] = achieved / peak_gflops
-                    row[label] = res
-                    log(f"[particlenet/{label}] {workload} batch {size}: {_short(res)}")
+                    with ctx():
+                        res["inference"] = runner.infer(fn, size, memory=first)
+                        est = _train_bytes(label, size, n_pad, float(ptr[-1]), model)
+                        if runner.args.no_train or size == 1:
+                            pass
+                        elif est > limit:
+                            res["train"] = {"skipped": f"estimated {est / 2**30:.1f} GiB of "
+                                            f"activations > --memory-limit-gb"}
+                        else:
+                            net = {"weaver": weaver, "pyg": pyg}.get(name, model)
+                            res["train"] = runner.train(net, fn, labels, size, memory=first)
+                    return res
+                return measure
+
+            variants = [(label, particlenet_variant(name, fn, label, ctx))
+                        for name, fn in impls.items() for label, ctx in _variants(name)]
+            measured = runner.rounds(variants, size, f"particlenet {workload} batch {size}")
+            for label, res in measured.items():
+                if "inference" in res:
+                    name = label.split(" ")[0]
+                    gflop = flops if name == "jettag" else (
+                        row["gflop_per_batch_weaver"] * 1e9 if name == "weaver"
+                        else row["gflop_per_batch_standard"] * 1e9)
+                    achieved = gflop / res["inference"]["median_s"] / 1e9
+                    res["inference"]["gflops"] = achieved
+                    res["inference"]["fraction_of_matmul_peak"] = achieved / peak_gflops
+                row[label] = res
+                log(f"[particlenet/{label}] {workload} batch {size}: {_short(res)}")
             rows.append(row)
         out[workload] = rows
     results["particlenet"] = out
@@ -764,6 +810,8 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
             limit = runner.args.memory_limit_gb * 2**30
             with torch.no_grad():
                 ref = impls["jettag"]()  # the fused path needs no pair-sized memory
+                with dispatch.use_compiled_tiles():  # (compiles on first use)
+                    row["max_abs_diff_compiled"] = _max_diff(ref, impls["jettag"]())
             if pairs * 1.6e3 <= limit:
                 with torch.no_grad():
                     with plain_layers():
@@ -772,36 +820,42 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                         row["max_abs_diff_reference"] = _max_diff(ref, impls["jettag"]())
                     row["max_abs_diff_edge_list"] = _max_diff(ref, impls[
                         "edge-list (released style)"]())
-            for name, fn in impls.items():
-                variants = _variants(name)
-                for label, ctx in variants:
+            def lorentznet_variant(fn, label, ctx, size=size, pairs=pairs, labels=labels,
+                                   limit=limit):
+                def measure(first: bool) -> dict[str, Any]:
                     res: dict[str, Any] = {}
                     # Measured: ~1.6 kB per pair in inference and ~14 kB in training for
                     # the edge-list paths (every pair's activations are stored).
                     # The fused path keeps per pair only its 2 invariants and the edge list
                     # (tens of bytes by construction; 1 kB allowed in the estimate).
-                    is_fused = label == "jettag"
+                    is_fused = label.startswith("jettag") and label != "jettag (unfused)"
                     infer_bytes = 0.0 if is_fused else pairs * 1.6e3
                     train_bytes = pairs * (1e3 if is_fused else 14e3)
-                    try:
-                        with ctx():
-                            if infer_bytes > limit:
-                                res["inference"] = {"skipped": f"estimated "
-                                                    f"{infer_bytes / 2**30:.1f} GiB"}
-                            else:
-                                res["inference"] = runner.infer(fn, size)
-                            if runner.args.no_train or size == 1:
-                                pass
-                            elif train_bytes > limit:
-                                res["train"] = {"skipped": f"estimated "
-                                                f"{train_bytes / 2**30:.1f} GiB > "
-                                                "--memory-limit-gb"}
-                            else:
-                                res["train"] = runner.train(model, fn, labels, size)
-                    except Exception as err:
-                        res["error"] = f"{type(err).__name__}: {err}"
-                    row[label] = res
-                    log(f"[lorentznet/{label}] {workload} batch {size}: {_short(res)}")
+                    with ctx():
+                        if infer_bytes > limit:
+                            res["inference"] = {"skipped": f"estimated "
+                                                f"{infer_bytes / 2**30:.1f} GiB"}
+                        else:
+                            res["inference"] = runner.infer(fn, size, memory=first)
+                        if runner.args.no_train or size == 1:
+                            pass
+                        elif train_bytes > limit:
+                            res["train"] = {"skipped": f"estimated "
+                                            f"{train_bytes / 2**30:.1f} GiB > "
+                                            "--memory-limit-gb"}
+                        else:
+                            res["train"] = runner.train(model, fn, labels, size,
+                                                        memory=first)
+                    return res
+                return measure
+
+            variants = [(label, lorentznet_variant(fn, label, ctx))
+                        for name, fn in impls.items()
+                        for label, ctx in _variants(name, compiled_tiles=True)]
+            measured = runner.rounds(variants, size, f"lorentznet {workload} batch {size}")
+            for label, res in measured.items():
+                row[label] = res
+                log(f"[lorentznet/{label}] {workload} batch {size}: {_short(res)}")
             rows.append(row)
         out[workload] = rows
     results["lorentznet"] = out
@@ -850,7 +904,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"torch {env['torch']}, weaver-core {env['weaver-core']}, "
         f"torch-geometric {env['torch-geometric']}, triton {env['triton']}  ",
         f"Matrix-multiply peak (measured, float32): {results['matmul_peak_gflops']:.1f} GFLOP/s  ",
-        f"Load average at start: {env['load_average_1min']}",
+        f"Load average at start: {env['load_average_1min']}  ",
+        f"Rounds: {results.get('rounds', 1)} interleaved per row (median over rounds)",
         "",
     ]
     lines += [f"> {note}" for note in results["notes"]]
@@ -912,6 +967,9 @@ def markdown(results: dict[str, Any]) -> str:
                   "batch inside the timed call, as the released collate does. *max abs diff*: "
                   "of the logits from jettag's (for jettag: from the reference backend). "
                   "*jettag*: the shipped LGEB (`jettag.ops.fused.lgeb_eval` / `lgeb_train`); "
+                  "*jettag (compiled tiles)*: the same with "
+                  "`jettag.ops.dispatch.use_compiled_tiles()` (the fused operator's tiles "
+                  "through torch.compile; its *max abs diff* is from the shipped eager tiles); "
                   "*jettag (unfused)*: `fused = False` (an edge list per block).",
                   "",
                   "| workload | batch | mean nodes | impl | infer jets/s | train jets/s | "
@@ -921,9 +979,13 @@ def markdown(results: dict[str, Any]) -> str:
         base_name = "edge-list (released style)"
         for workload, rows in ln.items():
             for row in rows:
-                for label in ("jettag", "jettag (unfused)", base_name):
+                for label in ("jettag", "jettag (compiled tiles)", "jettag (unfused)",
+                              base_name):
+                    if label not in row:
+                        continue
                     res = row.get(label, {})
                     diff = {"jettag": row.get("max_abs_diff_reference"),
+                            "jettag (compiled tiles)": row.get("max_abs_diff_compiled"),
                             "jettag (unfused)": row.get("max_abs_diff_unfused"),
                             base_name: row.get("max_abs_diff_edge_list")}[label]
                     base = row.get(base_name)
@@ -975,6 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-time", type=float, default=1.0,
                         help="seconds of repetitions per measurement (default 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds per measurement: every implementation of a "
+                        "row is measured once per round, the median over rounds is reported "
+                        "(default 3; quick 1)")
     parser.add_argument("--memory-limit-gb", type=float, default=6.0,
                         help="skip training runs whose activations are estimated above this")
     parser.add_argument("--no-train", action="store_true", help="inference only")
@@ -985,6 +1051,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/speed",
                         help="output directory (default benchmarks/results/speed)")
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected a positive integer, found {args.rounds}")
     args.models = None if args.models is None else [m for m in args.models.split(",") if m]
     skip = {s for s in args.skip.split(",") if s}
 
@@ -1024,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "rounds": args.rounds,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "environment": environment(device, args.threads),
         "notes": notes,

@@ -238,7 +238,7 @@ class _Tile:
         try:
             with torch.no_grad():
                 return self.compiled(*args)
-        except Exception as err:  # noqa: BLE001 - any failure of the compiler stack
+        except Exception as err:  # any failure of the compiler stack
             self.failed = True
             warnings.warn(
                 f"jettag.ops: compiling {self.source.__name__} with torch.compile failed "
