@@ -656,8 +656,9 @@ def _short(row: dict[str, Any]) -> str:
         if "skipped" in sub:
             parts.append(f"{key} skipped ({sub['skipped']})")
         else:
-            parts.append(f"{key} {sub['jets_per_s']:.1f} jets/s "
-                         f"{sub['peak_bytes'] / 2**20:.1f} MiB")
+            memory = sub.get("peak_bytes")
+            parts.append(f"{key} {sub['jets_per_s']:.1f} jets/s"
+                         + ("" if memory is None else f" {memory / 2**20:.1f} MiB"))
     return ", ".join(parts)
 
 
@@ -877,7 +878,7 @@ def _fmt_rate(res: dict[str, Any] | None, key: str) -> str:
 
 def _fmt_mem(res: dict[str, Any] | None, key: str) -> str:
     sub = (res or {}).get(key)
-    if not sub or "peak_bytes" not in sub:
+    if not sub or sub.get("peak_bytes") is None:
         return "-"
     return f"{sub['peak_bytes'] / 2**20:.1f}"
 

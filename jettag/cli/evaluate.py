@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jettag.cli._options import add_compile_option, apply_compile_option
+
 __all__ = ["register", "resolve_checkpoint", "run_command"]
 
 
@@ -52,6 +54,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if "
                         "available, else CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_compile_option(parser)
     parser.set_defaults(func=run_command)
     return parser
 
@@ -108,6 +111,7 @@ def _test_files(args: argparse.Namespace, checkpoint: Path) -> list[str]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run ``jettag evaluate`` with parsed arguments; returns the exit code."""
+    apply_compile_option(args)
     import numpy as np
     import torch
 

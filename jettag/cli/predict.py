@@ -18,6 +18,8 @@ import argparse
 import sys
 from typing import Any
 
+from jettag.cli._options import add_compile_option, apply_compile_option
+
 __all__ = ["register", "resolve_tagger"]
 
 
@@ -56,6 +58,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="auto (CUDA if available), cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_compile_option(parser)
     parser.set_defaults(func=_cmd_predict)
     return parser
 
@@ -95,6 +98,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from jettag.hub.predict import predict_file
     from jettag.hub.zoo import UnknownTaggerError
 
+    apply_compile_option(args)
     branches = parse_branches(args.branch)
     try:
         tagger = resolve_tagger(args.model)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jettag.cli._options import add_generator_options
+from jettag.cli._options import add_compile_option, add_generator_options, apply_compile_option
 
 __all__ = ["CLASS_NAMES", "register", "run_command"]
 
@@ -84,6 +84,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="auto: continue the run in --out if there is one (default); "
                         "always: it must exist; never: refuse a directory holding a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_compile_option(parser)
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as YAML and exit")
     parser.add_argument("--list-configs", action="store_true",
@@ -160,6 +161,7 @@ def _export_tagger(run: Any, model: Any, out: Path, card: dict[str, Any]) -> Pat
 
 def run_command(args: argparse.Namespace) -> int:
     """Run ``jettag train`` with parsed arguments; returns the exit code."""
+    apply_compile_option(args)
     import yaml
 
     from jettag.configs import available_configs, load_config
