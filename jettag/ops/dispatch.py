@@ -20,13 +20,14 @@ path whatever the setting, so exported graphs contain only standard operators. U
 custom ops with fake (meta) implementations, which the compiler treats as opaque nodes.
 
 **Compiled CPU tiles.** The CPU path's fused operators work tile by tile; with
-``set_compiled_tiles(True)`` (or ``JETTAG_COMPILE_TILES=1``) each tile function runs
-through ``torch.compile`` (Inductor, which needs a C++ compiler), so the elementwise passes
-over a tile are fused into a few loops around the matrix products. Same results up to float
-rounding; LorentzNet runs about 1.5x faster on CPU. The first call of each tile function
-compiles it (seconds to a minute, cached on disk for later processes), which is why it is
-off by default in the library and on in jettag's command-line training, evaluation and
-benchmarks. If compiling fails the tiles warn once and run eagerly.
+``set_compiled_tiles(True)`` (or ``JETTAG_COMPILE_TILES=1``, or ``--compile-tiles`` on
+``jettag train`` / ``evaluate`` / ``predict``) the fused Lorentz operator's tile functions
+run through ``torch.compile`` (Inductor, which needs a C++ compiler), so the elementwise
+passes over a tile fuse into a few loops around the matrix products. Same results up to
+float rounding; see ``benchmarks/README.md`` for the speed measured. The first calls wait
+while the forward and backward tiles compile (tens of seconds per dtype; Inductor caches
+them on disk for later processes), which is why it is off by default. If compiling fails
+the tiles warn once and run eagerly.
 
 Example:
     >>> import torch
