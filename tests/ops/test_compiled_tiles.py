@@ -9,9 +9,9 @@ import warnings
 
 import pytest
 import torch
+from test_fused import F32, F64, _check_lorentz, _lorentz_grads, _lorentz_inputs
 
 from jettag.ops import _cpu, dispatch, fused
-from tests.ops.test_fused import F32, F64, _check_lorentz, _lorentz_grads, _lorentz_inputs
 
 needs_compiler = pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
