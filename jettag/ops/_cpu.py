@@ -454,6 +454,13 @@ def _lorentz_backward_tile(
     return [d_hu, d_hv, d_x, d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1, d_b_x1, d_w_x2]
 
 
+def _relu_bias(product: Tensor, bias: Tensor) -> Tensor:
+    """``relu(product + bias)`` as ``max(product, -bias) + bias`` (the same floats): Inductor
+    turns a matrix product followed by a bias addition into ``addmm``, whose bias copy is a
+    pass over the tile; written this way the bias goes into the fused elementwise loop."""
+    return torch.maximum(product, -bias) + bias
+
+
 def _lorentz_forward_tile_c(
     hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor, w_psi: Tensor, w_e: Tensor,
     b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None,
@@ -470,7 +477,7 @@ def _lorentz_forward_tile_c(
     z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi[..., 0:1] * w_psi[0]
          + psi[..., 1:2] * w_psi[1])
     r0 = z.relu().view(-1, hidden)
-    m = (r0 @ w_e.t() + b_e).relu()
+    m = _relu_bias(r0 @ w_e.t(), b_e)
     gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
     weight = (gate.view(nb, length, length) * pair).unsqueeze(-1)
     msum = (m.view(nb, length, length, hidden) * weight).sum(2)
@@ -496,7 +503,7 @@ def _lorentz_backward_tile_c(
     z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi4[..., 0:1] * w_psi[0]
          + psi4[..., 1:2] * w_psi[1])
     r0 = z.relu().view(-1, hidden)
-    m = (r0 @ w_e.t() + b_e).relu()
+    m = _relu_bias(r0 @ w_e.t(), b_e)
     gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
     pair4 = pair.unsqueeze(-1)
     # gated messages mg = gate * m summed over j: d mg_ij = pair_ij g_m_i
