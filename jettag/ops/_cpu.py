@@ -372,6 +372,29 @@ def _pair_invariants(xt: Tensor, mask: Tensor, dtype: torch.dtype):
     return pair, diff, norm, dot, _psi(torch.stack([norm, dot], -1)).view(-1, 2)
 
 
+def _x_grad(d_diff: Tensor, d_psi_norm: Tensor, d_psi_dot: Tensor, diff: Tensor,
+            norm: Tensor, dot: Tensor, xt: Tensor) -> Tensor:
+    """Gradient w.r.t. the tile's four-vectors ``(nb, L, 4)`` from those w.r.t. ``x_i - x_j``
+    and w.r.t. psi of the two invariants (see :func:`_pair_invariants`)."""
+    # psi'(a) = sgn(a)^2 / (1 + |a|), 0 at a = 0 as autograd of sgn(a) log(1 + |a|).
+    d_norm = d_psi_norm * norm.sign().square() / (1 + norm.abs())
+    d_dot = d_psi_dot * dot.sign().square() / (1 + dot.abs())
+    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
+    d_diff = d_diff + 2 * d_norm.unsqueeze(-1) * diff * metric
+    d_x = d_diff.sum(2) - d_diff.sum(1)
+    return d_x + (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
+
+
+def _pair_mlp(hu: Tensor, hv: Tensor, psi: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
+              w_m: Tensor, b_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eager form: the first layer's output ``r0``, the message ``m`` before the gate (both
+    ``(nb * L * L, C)``, written in place) and the gate ``(nb * L * L,)``."""
+    hidden = hu.shape[2]
+    r0 = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden).addmm_(psi, w_psi).relu_()
+    m = torch.addmm(b_e, r0, w_e.t()).relu_()
+    return r0, m, torch.sigmoid(torch.addmv(b_m, m, w_m))
+
+
 def _lorentz_forward_tile(
     hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor, w_psi: Tensor, w_e: Tensor,
     b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None,
@@ -384,11 +407,9 @@ def _lorentz_forward_tile(
     nb, length, hidden = hu.shape
     torch._check(nb > 0)  # for torch.compile: the unbacked tile size is not 0
     pair, diff, _, _, psi = _pair_invariants(xt, mask, hu.dtype)
-    z = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden)
-    z = z.addmm_(psi, w_psi).relu_()
-    m = torch.addmm(b_e, z, w_e.t()).relu_()
-    del z
-    m.mul_(torch.sigmoid(torch.addmv(b_m, m, w_m)).unsqueeze(1))
+    r0, m, gate = _pair_mlp(hu, hv, psi, w_psi, w_e, b_e, w_m, b_m)
+    del r0
+    m.mul_(gate.unsqueeze(1))
     msum = torch.bmm(pair.view(nb * length, 1, length),
                      m.view(nb * length, length, hidden)).view(nb, length, hidden)
     if w_x1 is None:
@@ -412,9 +433,7 @@ def _lorentz_backward_tile(
     nb, length, hidden = hu.shape
     torch._check(nb > 0)
     pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
-    r0 = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden).addmm_(psi, w_psi).relu_()
-    m = torch.addmm(b_e, r0, w_e.t()).relu_()
-    gate = torch.sigmoid(torch.addmv(b_m, m, w_m))
+    r0, m, gate = _pair_mlp(hu, hv, psi, w_psi, w_e, b_e, w_m, b_m)
     mm = m * gate.unsqueeze(1)
     pair4 = pair.unsqueeze(-1)
     d_mm = (g_m.unsqueeze(2) * pair4).view(-1, hidden)
@@ -445,17 +464,11 @@ def _lorentz_backward_tile(
     d_z0 = _relu_grad_(d_z1 @ w_e, r0)
     del d_z1, d_mm
     d_w_psi = psi.t() @ d_z0
-    # psi'(a) = sgn(a)^2 / (1 + |a|), 0 at a = 0 as autograd of sgn(a) log(1 + |a|).
     d_psi = (d_z0 @ w_psi.t()).view(nb, length, length, 2)
     d_z0 = d_z0.view(nb, length, length, hidden)
     d_hu, d_hv = d_z0.sum(2), d_z0.sum(1)
     del d_z0
-    d_norm = d_psi[..., 0] * norm.sign().square() / (1 + norm.abs())
-    d_dot = d_psi[..., 1] * dot.sign().square() / (1 + dot.abs())
-    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
-    d_diff += 2 * d_norm.unsqueeze(-1) * diff * metric
-    d_x = d_diff.sum(2) - d_diff.sum(1)
-    d_x += (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
+    d_x = _x_grad(d_diff, d_psi[..., 0], d_psi[..., 1], diff, norm, dot, xt)
     return [d_hu, d_hv, d_x, d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1, d_b_x1, d_w_x2]
 
 
@@ -464,6 +477,22 @@ def _relu_bias(product: Tensor, bias: Tensor) -> Tensor:
     turns a matrix product followed by a bias addition into ``addmm``, whose bias copy is a
     pass over the tile; written this way the bias goes into the fused elementwise loop."""
     return torch.maximum(product, -bias) + bias
+
+
+def _pair_mlp_c(hu: Tensor, hv: Tensor, xt: Tensor, mask: Tensor, w_psi: Tensor,
+                w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor):
+    """Pair quantities of a tile, Inductor form: those of :func:`_pair_invariants` (psi as
+    ``(nb, L, L, 2)``), the first layer's output ``r0``, the message ``m`` before the gate
+    and the gate ``(nb * L * L, 1)``."""
+    nb, length, hidden = hu.shape
+    pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
+    psi = psi.view(nb, length, length, 2)
+    z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi[..., 0:1] * w_psi[0]
+         + psi[..., 1:2] * w_psi[1])
+    r0 = z.relu().view(-1, hidden)
+    m = _relu_bias(r0 @ w_e.t(), b_e)
+    gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
+    return pair, diff, norm, dot, psi, r0, m, gate
 
 
 def _lorentz_forward_tile_c(
@@ -477,13 +506,8 @@ def _lorentz_forward_tile_c(
     neighbours and the gated messages are never stored."""
     nb, length, hidden = hu.shape
     torch._check(nb > 0)
-    pair, diff, _, _, psi = _pair_invariants(xt, mask, hu.dtype)
-    psi = psi.view(nb, length, length, 2)
-    z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi[..., 0:1] * w_psi[0]
-         + psi[..., 1:2] * w_psi[1])
-    r0 = z.relu().view(-1, hidden)
-    m = _relu_bias(r0 @ w_e.t(), b_e)
-    gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
+    pair, diff, _, _, _, _, m, gate = _pair_mlp_c(hu, hv, xt, mask, w_psi, w_e, b_e, w_m,
+                                                  b_m)
     weight = (gate.view(nb, length, length) * pair).unsqueeze(-1)
     msum = (m.view(nb, length, length, hidden) * weight).sum(2)
     if w_x1 is None:
@@ -503,13 +527,8 @@ def _lorentz_backward_tile_c(
     :func:`_lorentz_forward_tile_c`)."""
     nb, length, hidden = hu.shape
     torch._check(nb > 0)
-    pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
-    psi4 = psi.view(nb, length, length, 2)
-    z = (hu.unsqueeze(2) + hv.unsqueeze(1) + psi4[..., 0:1] * w_psi[0]
-         + psi4[..., 1:2] * w_psi[1])
-    r0 = z.relu().view(-1, hidden)
-    m = _relu_bias(r0 @ w_e.t(), b_e)
-    gate = torch.sigmoid((m * w_m).sum(1, keepdim=True) + b_m)
+    pair, diff, norm, dot, psi4, r0, m, gate = _pair_mlp_c(hu, hv, xt, mask, w_psi, w_e,
+                                                           b_e, w_m, b_m)
     pair4 = pair.unsqueeze(-1)
     # gated messages mg = gate * m summed over j: d mg_ij = pair_ij g_m_i
     d_mg = (g_m.unsqueeze(2) * pair4).view(-1, hidden)
@@ -544,12 +563,8 @@ def _lorentz_backward_tile_c(
     d_w_psi = torch.stack([(d_z * psi4[..., 0:1]).sum((0, 1, 2)),
                            (d_z * psi4[..., 1:2]).sum((0, 1, 2))])
     d_hu, d_hv = d_z.sum(2), d_z.sum(1)
-    d_norm = (d_z * w_psi[0]).sum(-1) * norm.sign().square() / (1 + norm.abs())
-    d_dot = (d_z * w_psi[1]).sum(-1) * dot.sign().square() / (1 + dot.abs())
-    metric = xt.new_tensor([1.0, -1.0, -1.0, -1.0])
-    d_diff = d_diff + 2 * d_norm.unsqueeze(-1) * diff * metric
-    d_x = d_diff.sum(2) - d_diff.sum(1)
-    d_x = d_x + (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
+    d_x = _x_grad(d_diff, (d_z * w_psi[0]).sum(-1), (d_z * w_psi[1]).sum(-1), diff, norm,
+                  dot, xt)
     return [d_hu, d_hv, d_x, d_w_psi, d_w_e, d_b_e, d_w_m, d_b_m, d_w_x1, d_b_x1, d_w_x2]
 
 
