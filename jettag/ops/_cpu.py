@@ -385,6 +385,15 @@ def _x_grad(d_diff: Tensor, d_psi_norm: Tensor, d_psi_dot: Tensor, diff: Tensor,
     return d_x + (d_dot @ xt) * metric + (d_dot.transpose(1, 2) @ xt) * metric
 
 
+def _coordinate_mean(diff: Tensor, t: Tensor, pair: Tensor, clamp: float) -> Tensor:
+    """``xs_i``: the mean over the real ``j != i`` of ``clamp((x_i - x_j) t_ij, +-clamp)``
+    (``t``: phi_x's output per pair, ``(nb * L * L,)``)."""
+    nb, length = pair.shape[:2]
+    shift = (diff * t.view(nb, length, length, 1)).clamp(-clamp, clamp)
+    count = pair.sum(2, keepdim=True).clamp_min(1)
+    return (shift * pair.unsqueeze(-1)).sum(2) / count
+
+
 def _pair_mlp(hu: Tensor, hv: Tensor, psi: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
               w_m: Tensor, b_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Eager form: the first layer's output ``r0``, the message ``m`` before the gate (both
@@ -415,9 +424,7 @@ def _lorentz_forward_tile(
     if w_x1 is None:
         return msum, None
     t = torch.addmm(b_x1, m, w_x1.t()).relu_() @ w_x2
-    shift = (diff * t.view(nb, length, length, 1)).clamp_(-clamp, clamp)
-    count = pair.sum(2, keepdim=True).clamp_min(1)
-    return msum, (shift * pair.unsqueeze(-1)).sum(2) / count
+    return msum, _coordinate_mean(diff, t, pair, clamp)
 
 
 def _lorentz_backward_tile(
@@ -513,9 +520,7 @@ def _lorentz_forward_tile_c(
     if w_x1 is None:
         return msum, None
     t = ((m @ w_x1.t()) * gate + b_x1).relu() @ w_x2
-    shift = (diff * t.view(nb, length, length, 1)).clamp(-clamp, clamp)
-    count = pair.sum(2, keepdim=True).clamp_min(1)
-    return msum, (shift * pair.unsqueeze(-1)).sum(2) / count
+    return msum, _coordinate_mean(diff, t, pair, clamp)
 
 
 def _lorentz_backward_tile_c(
