@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -28,8 +29,6 @@ def add_compile_option(parser: argparse._ArgumentGroup | argparse.ArgumentParser
 def apply_compile_option(args: argparse.Namespace) -> None:
     """Turn compiled tiles on for this process and the processes it starts, if asked."""
     if getattr(args, "compile_tiles", False):
-        import os
-
         from jettag.ops import dispatch
 
         dispatch.set_compiled_tiles(True)
