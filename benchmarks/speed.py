@@ -525,20 +525,44 @@ class Runner:
         model.eval()
         return {"jets_per_s": jets / timing["median_s"], **timing, "peak_bytes": peak}
 
-    def rounds(self, variants: list[tuple[str, Callable[[bool], dict[str, Any]]]],
+    def measure(self, fn: Callable[[], Any], jets: int, net: nn.Module, labels: Tensor, *,
+                first: bool, infer_bytes: float = 0.0, train_bytes: float = 0.0
+                ) -> dict[str, Any]:
+        """Inference and (batch > 1, unless ``--no-train``) a training step of ``net``
+        through ``fn``; each is skipped when its estimated memory is above
+        ``--memory-limit-gb``. Peak memory is measured when ``first``."""
+        limit = self.args.memory_limit_gb * 2**30
+        res: dict[str, Any] = {}
+        if infer_bytes > limit:
+            res["inference"] = {"skipped": f"estimated {infer_bytes / 2**30:.1f} GiB > "
+                                "--memory-limit-gb"}
+        else:
+            res["inference"] = self.infer(fn, jets, memory=first)
+        if self.args.no_train or jets == 1:
+            pass
+        elif train_bytes > limit:
+            res["train"] = {"skipped": f"estimated {train_bytes / 2**30:.1f} GiB of "
+                            "activations > --memory-limit-gb"}
+        else:
+            res["train"] = self.train(net, fn, labels, jets, memory=first)
+        return res
+
+    def rounds(self, variants: list[tuple[str, Callable[[], Any], Callable[..., dict]]],
                jets: int, tag: str) -> dict[str, dict[str, Any]]:
-        """Measure every variant ``--rounds`` times, interleaved (variant A, B, C, A, B, C,
-        ...), so that slow drifts of the machine hit all alike. ``measure(first)`` returns
-        ``{"inference": ..., "train": ...}`` (memory measured when ``first``); the result
-        per variant keeps the first round's memory and, per mode, the median over the
-        rounds of the per-round medians (``round_medians_s`` lists them)."""
-        per: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
+        """Measure every variant ``(label, context, measure)`` ``--rounds`` times,
+        interleaved (variant A, B, C, A, B, C, ...), so that slow drifts of the machine hit
+        all alike. ``measure(first=...)`` (run inside ``context()``) returns
+        ``{"inference": ..., "train": ...}`` (memory measured in the first round); the
+        result per variant keeps the first round's memory and, per mode, the median over
+        the rounds of the per-round medians (``round_medians_s`` lists them)."""
+        per: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in variants}
         for r in range(self.args.rounds):
-            for label, measure in variants:
+            for label, ctx, measure in variants:
                 if per[label] and "error" in per[label][0]:
                     continue
                 try:
-                    res = measure(r == 0)
+                    with ctx():
+                        res = measure(first=r == 0)
                 except Exception as err:
                     res = {"error": f"{type(err).__name__}: {err}"}
                 per[label].append(res)
@@ -679,7 +703,6 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
     pyg.load_jettag(model)
     nets = (model, weaver, pyg)
     initial = [copy.deepcopy(net.state_dict()) for net in nets]
-    limit = runner.args.memory_limit_gb * 2**30
     out: dict[str, Any] = {}
     for workload, pool in pools.items():
         rows = []
@@ -722,26 +745,13 @@ def run_particlenet(runner: Runner, pools, batch_sizes, results, peak_gflops: fl
                 model, ptr[1:] - ptr[:-1], decomposed=False) / 1e9
             row["gflop_per_batch_weaver"] = particlenet_flops(
                 model, ptr[1:] - ptr[:-1], padded_to=n_pad, decomposed=False) / 1e9
-            def particlenet_variant(name, fn, label, ctx, size=size, n_pad=n_pad, ptr=ptr,
-                                    labels=labels):
-                def measure(first: bool) -> dict[str, Any]:
-                    res: dict[str, Any] = {}
-                    with ctx():
-                        res["inference"] = runner.infer(fn, size, memory=first)
-                        est = _train_bytes(label, size, n_pad, float(ptr[-1]), model)
-                        if runner.args.no_train or size == 1:
-                            pass
-                        elif est > limit:
-                            res["train"] = {"skipped": f"estimated {est / 2**30:.1f} GiB of "
-                                            f"activations > --memory-limit-gb"}
-                        else:
-                            net = {"weaver": weaver, "pyg": pyg}.get(name, model)
-                            res["train"] = runner.train(net, fn, labels, size, memory=first)
-                    return res
-                return measure
-
-            variants = [(label, particlenet_variant(name, fn, label, ctx))
-                        for name, fn in impls.items() for label, ctx in _variants(name)]
+            variants = []
+            for name, fn in impls.items():
+                net = {"weaver": weaver, "pyg": pyg}.get(name, model)
+                for label, ctx in _variants(name):
+                    est = _train_bytes(label, size, n_pad, float(ptr[-1]), model)
+                    variants.append((label, ctx, partial(runner.measure, fn, size, net, labels,
+                                                         train_bytes=est)))
             measured = runner.rounds(variants, size, f"particlenet {workload} batch {size}")
             for label, res in measured.items():
                 if "inference" in res:
@@ -821,38 +831,18 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
                         row["max_abs_diff_reference"] = _max_diff(ref, impls["jettag"]())
                     row["max_abs_diff_edge_list"] = _max_diff(ref, impls[
                         "edge-list (released style)"]())
-            def lorentznet_variant(fn, label, ctx, size=size, pairs=pairs, labels=labels,
-                                   limit=limit):
-                def measure(first: bool) -> dict[str, Any]:
-                    res: dict[str, Any] = {}
-                    # Measured: ~1.6 kB per pair in inference and ~14 kB in training for
-                    # the edge-list paths (every pair's activations are stored).
-                    # The fused path keeps per pair only its 2 invariants and the edge list
-                    # (tens of bytes by construction; 1 kB allowed in the estimate).
-                    is_fused = label.startswith("jettag") and label != "jettag (unfused)"
-                    infer_bytes = 0.0 if is_fused else pairs * 1.6e3
-                    train_bytes = pairs * (1e3 if is_fused else 14e3)
-                    with ctx():
-                        if infer_bytes > limit:
-                            res["inference"] = {"skipped": f"estimated "
-                                                f"{infer_bytes / 2**30:.1f} GiB"}
-                        else:
-                            res["inference"] = runner.infer(fn, size, memory=first)
-                        if runner.args.no_train or size == 1:
-                            pass
-                        elif train_bytes > limit:
-                            res["train"] = {"skipped": f"estimated "
-                                            f"{train_bytes / 2**30:.1f} GiB > "
-                                            "--memory-limit-gb"}
-                        else:
-                            res["train"] = runner.train(model, fn, labels, size,
-                                                        memory=first)
-                    return res
-                return measure
-
-            variants = [(label, lorentznet_variant(fn, label, ctx))
-                        for name, fn in impls.items()
-                        for label, ctx in _variants(name, compiled_tiles=True)]
+            # Measured: ~1.6 kB per pair in inference and ~14 kB in training for the
+            # edge-list paths (every pair's activations are stored). The fused paths keep per
+            # pair only its 2 invariants and the edge list (tens of bytes by construction;
+            # 1 kB allowed in the estimate).
+            variants = []
+            for name, fn in impls.items():
+                for label, ctx in _variants(name, compiled_tiles=True):
+                    fused = label.startswith("jettag") and label != "jettag (unfused)"
+                    variants.append((label, ctx, partial(
+                        runner.measure, fn, size, model, labels,
+                        infer_bytes=0.0 if fused else pairs * 1.6e3,
+                        train_bytes=pairs * (1e3 if fused else 14e3))))
             measured = runner.rounds(variants, size, f"lorentznet {workload} batch {size}")
             for label, res in measured.items():
                 row[label] = res
