@@ -18,7 +18,11 @@ from jettag.ops import dispatch
     ["predict", "--model", "m", "--input", "i.h5", "--output", "o.parquet", "--compile-tiles"],
 ])
 def test_compile_tiles_option(argv, monkeypatch):
-    monkeypatch.delenv("JETTAG_COMPILE_TILES", raising=False)
+    # setenv first so that monkeypatch restores the variable's absence afterwards (a bare
+    # delenv of an absent variable records nothing, and the "1" set below would leak into
+    # the processes later tests start).
+    monkeypatch.setenv("JETTAG_COMPILE_TILES", "0")
+    monkeypatch.delenv("JETTAG_COMPILE_TILES")
     parser = build_parser()
     without = parser.parse_args([a for a in argv if a != "--compile-tiles"])
     assert without.compile_tiles is False
