@@ -147,7 +147,7 @@ class EdgeConv(nn.Module):
         first = self.linears[0].weight
         w_i, w_j = first[:, : self.in_channels], first[:, self.in_channels :]
         own, other = (x @ torch.cat([w_i - w_j, w_j]).T).split(self.channels[0], dim=1)
-        h = own[receivers] + other[senders]
+        h = own.index_select(0, receivers) + other.index_select(0, senders)
         for i, norm in enumerate(self.norms):
             if i > 0:
                 h = self.linears[i](h)

@@ -3,8 +3,10 @@
 Same signatures and results as :mod:`jettag.ops.reference` (up to float rounding), written
 with vectorised PyTorch for CPUs:
 
-- CSR segment reductions use ``torch.segment_reduce`` (sequential per segment, so
-  deterministic) instead of a scatter over a jet index;
+- CSR segment reductions are deterministic (no atomics): rows are added in order as whole
+  vectorised rows (``index_add_``; ``scatter_reduce_`` for maxima), summed as a dense
+  view when every jet has the same length, or, for narrow rows, reduced by
+  ``torch.segment_reduce``;
 - kNN groups jets of similar size into buckets and computes each bucket's distances as one
   batched matrix product, so no distance between particles of different jets is ever formed
   and the padding waste is bounded by the bucket's size ratio; the k smallest distances are
@@ -82,11 +84,61 @@ def _expand(values: Tensor, ptr: Tensor, num_rows: int) -> Tensor:
 # --------------------------------------------------------------------------- reductions
 
 
+#: Row width (elements per row) from which the segment reductions run as vectorised row
+#: operations over a jet index (``index_add_`` for sums, ``scatter_reduce_`` for maxima)
+#: instead of ``torch.segment_reduce``, whose scalar loop over elements is faster only for
+#: narrow rows. Measured on 2 EPYC cores (float32, 512 jets of 25-75 rows, microseconds):
+#: sum at width 4 / 16 / 64 / 256: 101 / 341 / 1359 / 9074 with segment_reduce, 221 / 229 /
+#: 317 / 744 with index_add_; max at width 4 / 16 / 256: 214 / 787 / 13412 with
+#: segment_reduce, 228 / 239 / 656 with scatter_reduce_.
+_ROW_WIDTH = 16
+
+
+def _jet_index(counts: Tensor, num_rows: int) -> Tensor:
+    """Jet of each row, ``(P,)`` (rows in CSR order)."""
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts,
+                                   output_size=num_rows)
+
+
+def _uniform(counts: Tensor, num_rows: int) -> int:
+    """The common length of the jets when all have the same (non-zero) one, else 0."""
+    num = counts.numel()
+    if num == 0 or num_rows % num:
+        return 0
+    length = num_rows // num
+    return length if length > 0 and bool((counts == length).all()) else 0
+
+
 def segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
-    """Sum over each jet's rows, ``(P, ...) -> (B, ...)``; empty jets give 0."""
-    if src.shape[0] == 0:
-        return src.new_zeros((ptr.numel() - 1, *src.shape[1:]))
-    return torch.segment_reduce(src, "sum", lengths=_counts(ptr), axis=0)
+    """Sum over each jet's rows, ``(P, ...) -> (B, ...)``; empty jets give 0.
+
+    Deterministic: rows are added in order (``index_add_`` on the CPU is a sequential loop
+    over the index, each row added as a vectorised operation) or, when every jet has the
+    same length, summed as a dense ``(B, L, ...)`` view."""
+    counts = _counts(ptr)
+    num = src.shape[0]
+    if num == 0:
+        return src.new_zeros((counts.numel(), *src.shape[1:]))
+    width = src[0].numel()
+    if width < _ROW_WIDTH:
+        return torch.segment_reduce(src, "sum", lengths=counts, axis=0)
+    length = _uniform(counts, num)
+    if length:
+        return src.view(counts.numel(), length, *src.shape[1:]).sum(1)
+    out = src.new_zeros((counts.numel(), *src.shape[1:]))
+    return out.index_add_(0, _jet_index(counts, num), src)
+
+
+def _segment_max(src: Tensor, counts: Tensor) -> Tensor:
+    """Maximum over each jet's rows (``src`` non-empty); empty jets give 0."""
+    width = src[0].numel()
+    if width < _ROW_WIDTH // 2:
+        out = torch.segment_reduce(src, "max", lengths=counts, axis=0)
+        empty = (counts == 0).view(-1, *([1] * (src.dim() - 1)))
+        return out.masked_fill(empty, 0)
+    index = _jet_index(counts, src.shape[0]).view(-1, *([1] * (src.dim() - 1))).expand_as(src)
+    out = src.new_zeros((counts.numel(), *src.shape[1:]))
+    return out.scatter_reduce_(0, index, src, "amax", include_self=False)
 
 
 def segment_max(src: Tensor, ptr: Tensor) -> Tensor:
@@ -94,9 +146,7 @@ def segment_max(src: Tensor, ptr: Tensor) -> Tensor:
     counts = _counts(ptr)
     if src.shape[0] == 0:
         return src.new_zeros((counts.numel(), *src.shape[1:]))
-    out = torch.segment_reduce(src, "max", lengths=counts, axis=0)
-    empty = (counts == 0).view(-1, *([1] * (src.dim() - 1)))
-    return out.masked_fill(empty, 0)
+    return _segment_max(src, counts)
 
 
 def segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
@@ -104,9 +154,9 @@ def segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
     num = src.shape[0]
     if num == 0:
         return src.clone()
-    top = torch.segment_reduce(src, "max", lengths=_counts(ptr), axis=0)
+    top = _segment_max(src, _counts(ptr))
     expo = (src - _expand(top, ptr, num)).exp_()
-    total = torch.segment_reduce(expo, "sum", lengths=_counts(ptr), axis=0)
+    total = segment_sum(expo, ptr)
     return expo.div_(_expand(total, ptr, num))
 
 

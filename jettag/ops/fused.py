@@ -134,7 +134,7 @@ def edge_conv_messages_reference(
     senders = index[receivers, slots]
     edge_ptr = torch.zeros(own.shape[0] + 1, dtype=torch.int64, device=own.device)
     torch.cumsum(valid.sum(1), 0, out=edge_ptr[1:])
-    h = torch.relu(own[receivers] + other[senders])
+    h = torch.relu(_gather_sum(own, other, receivers, senders))
     for weight, bias in zip(weights, biases, strict=True):
         h = torch.relu(h @ weight.T + bias)
     reduce = reference.segment_mean if aggr == "mean" else reference.segment_max
@@ -352,29 +352,50 @@ def _bn_affine_batch(weight: Tensor | None, bias: Tensor | None, mean: Tensor,
 
 
 def _bn_relu_backward_(
-    d_a: Tensor, z_rows: Any, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-    invstd: Tensor,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Gradients of ``relu(bn(z))`` (training-mode BatchNorm) from the gradient ``d_a`` of
-    its output, computed in place in ``d_a`` chunk by chunk of rows; ``z_rows(rows)``
-    returns the rows of ``z``. Returns ``(d_z, d_weight, d_bias)``, ``d_z`` being ``d_a``."""
-    num, width = d_a.shape
+    d_a: Tensor, z: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
+    invstd: Tensor, linear: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``relu(bn(z))`` (training-mode BatchNorm), or of
+    ``relu(bn(z)) @ lin_weight.T`` with ``linear = (d_out, lin_weight)``, computed in place
+    in ``d_a`` chunk by chunk of rows (cache-sized chunks; no temporary as large as ``z``).
+
+    ``d_a`` holds the gradient of ``relu(bn(z))``, or with ``linear`` any ``(num, width)``
+    buffer, which receives ``d_out @ lin_weight``. The BatchNorm+ReLU output is recomputed
+    chunk by chunk from ``z`` and the batch statistics (for the weight gradient and the
+    ReLU mask). Returns ``(d_z, d_weight, d_bias,
+    d_lin_weight)``, ``d_z`` being ``d_a``.
+    """
+    num, width = z.shape
     scale, shift = _bn_affine_batch(weight, bias, mean, invstd)
     sum_dy = d_a.new_zeros(width)
     sum_dy_centred = d_a.new_zeros(width)
+    d_lin_weight = None
+    if linear is not None:
+        d_lin_weight = torch.zeros_like(linear[1])
+        torch.mm(linear[0], linear[1], out=d_a)
     chunks = _row_chunks(num, width)
     for rows in chunks:
-        z, d_y = z_rows(rows), d_a[rows]
-        _relu_grad_(d_y, torch.addcmul(shift, z, scale))
+        z_c, d_y = z[rows], d_a[rows]
+        a = torch.addcmul(shift, z_c, scale).relu_()
+        if d_lin_weight is not None:
+            d_lin_weight.addmm_(linear[0][rows].T, a)
+        _relu_grad_(d_y, a)
         sum_dy += d_y.sum(0)
-        sum_dy_centred += (d_y * (z - mean)).sum(0)
+        sum_dy_centred += (d_y * a.copy_(z_c).sub_(mean)).sum(0)
     sum_dy_xhat = sum_dy_centred * invstd
     # d_z = scale * (d_y - mean(d_y) - xhat * mean(d_y * xhat)), xhat = (z - mean) * invstd
-    offset = scale * sum_dy / num
     slope = scale * invstd * sum_dy_xhat / num
+    offset = scale * sum_dy / num - mean * slope
     for rows in chunks:
-        d_a[rows].mul_(scale).sub_(offset).addcmul_(z_rows(rows) - mean, slope, value=-1)
-    return (d_a, None if weight is None else sum_dy_xhat, None if bias is None else sum_dy)
+        d_a[rows].mul_(scale).sub_(offset).addcmul_(z[rows], slope, value=-1)
+    return (d_a, None if weight is None else sum_dy_xhat, None if bias is None else sum_dy,
+            d_lin_weight)
+
+
+def _gather_sum(own: Tensor, other: Tensor, receivers: Tensor, senders: Tensor) -> Tensor:
+    """``own[receivers] + other[senders]`` through ``index_select`` (4x faster than
+    advanced indexing on the CPU for row gathers)."""
+    return other.index_select(0, senders).add_(own.index_select(0, receivers))
 
 
 class _BatchNormReLULinear(torch.autograd.Function):
@@ -385,7 +406,7 @@ class _BatchNormReLULinear(torch.autograd.Function):
     def forward(ctx, z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight,
                 lin_bias, norm):
         if own is not None:
-            z = own[receivers] + other[senders]
+            z = _gather_sum(own, other, receivers, senders)
         y, mean, invstd = _bn_forward(z, norm)
         out = y.relu_() @ lin_weight.T
         del y
@@ -404,23 +425,15 @@ class _BatchNormReLULinear(torch.autograd.Function):
     def backward(ctx, d_out):
         (z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight, mean,
          invstd) = ctx.saved_tensors
-
-        def z_rows(rows: slice) -> Tensor:
-            if own is None:
-                return z[rows]
-            return own[receivers[rows]] + other[senders[rows]]
-
-        # No edge-sized temporary beyond d_a: the BatchNorm+ReLU output is recomputed chunk
-        # by chunk for the weight gradient, and the BatchNorm backward runs in place.
-        num, width = d_out.shape[0], lin_weight.shape[1]
-        scale, shift = _bn_affine_batch(bn_weight, bn_bias, mean, invstd)
-        d_lin_weight = torch.zeros_like(lin_weight)
-        for rows in _row_chunks(num, width):
-            a = torch.addcmul(shift, z_rows(rows), scale).relu_()
-            d_lin_weight.addmm_(d_out[rows].T, a)
+        if own is not None:
+            # Re-gathered once: the later layers' saved inputs of this block are freed by
+            # now (measured: the peak training memory is unchanged).
+            z = _gather_sum(own, other, receivers, senders)
+        d_out = d_out.contiguous()
         d_lin_bias = d_out.sum(0) if ctx.has_lin_bias else None
-        d_z, d_bn_weight, d_bn_bias = _bn_relu_backward_(d_out @ lin_weight, z_rows, bn_weight,
-                                                         bn_bias, mean, invstd)
+        d_z, d_bn_weight, d_bn_bias, d_lin_weight = _bn_relu_backward_(
+            torch.empty_like(z), z, bn_weight, bn_bias, mean, invstd,
+            linear=(d_out, lin_weight))
         d_own = d_other = None
         if own is not None:
             d_own = torch.zeros_like(own).index_add_(0, receivers, d_z)
@@ -445,8 +458,8 @@ class _BatchNormReLUMean(torch.autograd.Function):
         z, bn_weight, bn_bias, mean, invstd, ptr = ctx.saved_tensors
         count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(d_out.dtype).unsqueeze(1)
         d_a = _library.expand(d_out / count, ptr, z.shape[0])
-        d_z, d_bn_weight, d_bn_bias = _bn_relu_backward_(d_a, z.__getitem__, bn_weight,
-                                                         bn_bias, mean, invstd)
+        d_z, d_bn_weight, d_bn_bias, _ = _bn_relu_backward_(d_a, z, bn_weight, bn_bias, mean,
+                                                            invstd)
         return d_z, d_bn_weight, d_bn_bias, None, None
 
 
@@ -497,7 +510,7 @@ def edge_conv_train(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
         h = _BatchNormReLULinear.apply(None, own, other, receivers, senders, norm.weight,
                                        norm.bias, linear.weight, linear.bias, norm)
     else:
-        h = own[receivers] + other[senders]
+        h = _gather_sum(own, other, receivers, senders)
     for i in range(1, layers - 1):
         h = batchnorm_relu_linear(h, conv.norms[i], conv.linears[i + 1])
     if conv.aggr == "mean":

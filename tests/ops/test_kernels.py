@@ -51,20 +51,40 @@ REDUCTIONS = ["segment_sum", "segment_mean", "segment_max", "segment_softmax"]
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("name", REDUCTIONS)
-@pytest.mark.parametrize("sizes", [SIZES, [0, 0], [1], [70, 5, 0, 33]])
-def test_cpu_reductions_match_reference(name, dtype, sizes):
-    x, ptr = _data(sizes, 5, dtype)
+@pytest.mark.parametrize("sizes", [SIZES, [0, 0], [1], [70, 5, 0, 33], [6, 6, 6]])
+# Narrow rows take torch.segment_reduce, wide ones (>= 8 for max, >= 16 for sums) the
+# row-wise paths, and jets of equal length the dense view.
+@pytest.mark.parametrize("channels", [5, 8, 48])
+def test_cpu_reductions_match_reference(name, dtype, sizes, channels):
+    x, ptr = _data(sizes, channels, dtype)
     with dispatch.use_backend("cpu"):
         got = getattr(ops, name)(x, ptr)
+        again = getattr(ops, name)(x, ptr)
     torch.testing.assert_close(got, getattr(reference, name)(x, ptr), **_tol(dtype))
+    assert torch.equal(got, again), "not deterministic"
+
+
+@pytest.mark.parametrize("channels", [3, 40])
+@pytest.mark.parametrize("sizes", [[3, 0, 2], [4, 4]])
+def test_cpu_reductions_propagate_nan_and_inf(channels, sizes):
+    x, ptr = _data(sizes, channels, F32)
+    x[1, 0], x[0, 1], x[-1, 2] = float("nan"), float("inf"), float("-inf")
+    with dispatch.use_backend("cpu"):
+        for name in ("segment_sum", "segment_max"):
+            torch.testing.assert_close(getattr(ops, name)(x, ptr),
+                                       getattr(reference, name)(x, ptr), equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_cpu_reductions_keep_trailing_dims_and_scatter(dtype):
     x, ptr = _data(SIZES, 6, dtype)
     x3 = x.view(-1, 2, 3)
+    wide, _ = _data(SIZES, 48, dtype)
     with dispatch.use_backend("cpu"):
-        torch.testing.assert_close(ops.segment_max(x3, ptr), reference.segment_max(x3, ptr))
+        for name in ("segment_sum", "segment_max"):
+            for src in (x3, wide.view(-1, 4, 12)):
+                torch.testing.assert_close(getattr(ops, name)(src, ptr),
+                                           getattr(reference, name)(src, ptr), **_tol(dtype))
         index = torch.randint(0, 11, (x.shape[0],), generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(ops.scatter_mean(x, index, 11),
                                    reference.scatter_mean(x, index, 11), **_tol(dtype))
