@@ -28,6 +28,7 @@ record autograd history themselves.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -302,6 +303,27 @@ class _Tile:
             return self.fn(*args)
 
 
+_WORKSPACE = threading.local()
+
+
+def _scratch(slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """An uninitialised scratch tensor of ``shape`` for the eager tile functions, the same
+    memory for every tile and call (per thread, slot, device and dtype; it grows to the
+    largest tile seen). Fresh tile-sized allocations cost a page fault per 4 KiB page
+    whenever glibc has returned the freed memory to the system, which it does between
+    tiles (measured: a 3 MiB bias copy took 0.86 ms into fresh pages, 0.14 ms into reused
+    ones)."""
+    store = _WORKSPACE.__dict__.setdefault("buffers", {})
+    key = (slot, like.device, like.dtype)
+    numel = math.prod(shape)
+    buf = store.get(key)
+    if buf is None or buf.numel() < numel:
+        with torch.inference_mode(False):  # usable in and out of inference mode
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+        store[key] = buf
+    return buf[:numel].view(shape)
+
+
 # --------------------------------------------------------------------------- EdgeConv
 
 
@@ -447,11 +469,15 @@ def _coordinate_mean(diff: Tensor, t: Tensor, pair: Tensor, clamp: float) -> Ten
 def _pair_mlp(hu: Tensor, hv: Tensor, psi: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
               w_m: Tensor, b_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Eager form: the first layer's output ``r0``, the message ``m`` before the gate (both
-    ``(nb * L * L, C)``, written in place) and the gate ``(nb * L * L,)``."""
-    hidden = hu.shape[2]
-    r0 = (hu.unsqueeze(2) + hv.unsqueeze(1)).view(-1, hidden).addmm_(psi, w_psi).relu_()
-    m = torch.addmm(b_e, r0, w_e.t()).relu_()
-    return r0, m, torch.sigmoid(torch.addmv(b_m, m, w_m))
+    ``(nb * L * L, C)`` scratch tensors, see :func:`_scratch`) and the gate
+    ``(nb * L * L,)``."""
+    nb, length, hidden = hu.shape
+    rows = nb * length * length
+    r0 = _scratch("r0", (rows, hidden), hu)
+    torch.add(hu.unsqueeze(2), hv.unsqueeze(1), out=r0.view(nb, length, length, hidden))
+    r0.addmm_(psi, w_psi).relu_()
+    m = torch.addmm(b_e, r0, w_e.t(), out=_scratch("m", (rows, hidden), hu)).relu_()
+    return r0, m, torch.addmv(b_m, m, w_m).sigmoid_()
 
 
 def _lorentz_forward_tile(
@@ -466,14 +492,14 @@ def _lorentz_forward_tile(
     nb, length, hidden = hu.shape
     torch._check(nb > 0)  # for torch.compile: the unbacked tile size is not 0
     pair, diff, _, _, psi = _pair_invariants(xt, mask, hu.dtype)
-    r0, m, gate = _pair_mlp(hu, hv, psi, w_psi, w_e, b_e, w_m, b_m)
-    del r0
+    _, m, gate = _pair_mlp(hu, hv, psi, w_psi, w_e, b_e, w_m, b_m)
     m.mul_(gate.unsqueeze(1))
     msum = torch.bmm(pair.view(nb * length, 1, length),
                      m.view(nb * length, length, hidden)).view(nb, length, hidden)
     if w_x1 is None:
         return msum, None
-    t = torch.addmm(b_x1, m, w_x1.t()).relu_() @ w_x2
+    q = _scratch("q", (m.shape[0], hidden), hu)
+    t = torch.addmm(b_x1, m, w_x1.t(), out=q).relu_() @ w_x2
     return msum, _coordinate_mean(diff, t, pair, clamp)
 
 
@@ -491,14 +517,18 @@ def _lorentz_backward_tile(
     torch._check(nb > 0)
     pair, diff, norm, dot, psi = _pair_invariants(xt, mask, hu.dtype)
     r0, m, gate = _pair_mlp(hu, hv, psi, w_psi, w_e, b_e, w_m, b_m)
-    mm = m * gate.unsqueeze(1)
+    shape = m.shape
+    mm = torch.mul(m, gate.unsqueeze(1), out=_scratch("mm", shape, hu))
     pair4 = pair.unsqueeze(-1)
-    d_mm = (g_m.unsqueeze(2) * pair4).view(-1, hidden)
+    d_mm = _scratch("d_mm", shape, hu)
+    torch.mul(g_m.unsqueeze(2), pair4, out=d_mm.view(nb, length, length, hidden))
     d_w_x1 = d_b_x1 = d_w_x2 = None
     d_diff = torch.zeros_like(diff)
+    # "tmp" holds phi_x's gradient d_q, then the product d_mm * m.
+    tmp = _scratch("tmp", shape, hu)
     if w_x1 is not None:
         assert g_x is not None and b_x1 is not None and w_x2 is not None
-        q = torch.addmm(b_x1, mm, w_x1.t()).relu_()
+        q = torch.addmm(b_x1, mm, w_x1.t(), out=_scratch("q", shape, hu)).relu_()
         t = (q @ w_x2).view(nb, length, length, 1)
         raw = diff * t
         count = pair.sum(2, keepdim=True).clamp_min(1)
@@ -506,20 +536,19 @@ def _lorentz_backward_tile(
         d_t = (d_shift * diff).sum(-1).view(-1)
         d_diff += d_shift * t
         d_w_x2 = q.t() @ d_t
-        d_q = _relu_grad_(torch.outer(d_t, w_x2), q)
+        d_q = _relu_grad_(torch.outer(d_t, w_x2, out=tmp), q)
         d_b_x1 = d_q.sum(0)
         d_w_x1 = d_q.t() @ mm
         d_mm.addmm_(d_q, w_x1)
-        del d_q
-    d_s = (d_mm * m).sum(1).mul_(gate * (1 - gate))
+    d_s = torch.mul(d_mm, m, out=tmp).sum(1).mul_(gate * (1 - gate))
     d_w_m = m.t() @ d_s
     d_b_m = d_s.sum().view(1)
     # d_z1 in place of d_mm: d_mm * gate + d_s w_m where m > 0
     d_z1 = _relu_grad_(d_mm.mul_(gate.unsqueeze(1)).addr_(d_s, w_m), m)
     d_b_e = d_z1.sum(0)
     d_w_e = d_z1.t() @ r0
-    d_z0 = _relu_grad_(d_z1 @ w_e, r0)
-    del d_z1, d_mm
+    # d_z0 in the scratch of mm, which is not needed any more.
+    d_z0 = _relu_grad_(torch.mm(d_z1, w_e, out=_scratch("mm", shape, hu)), r0)
     d_w_psi = psi.t() @ d_z0
     d_psi = (d_z0 @ w_psi.t()).view(nb, length, length, 2)
     d_z0 = d_z0.view(nb, length, length, hidden)

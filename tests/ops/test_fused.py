@@ -149,6 +149,37 @@ def test_cpu_lorentz_messages(dtype, update_x):
             _check_lorentz(dtype, update_x, clamp=0.5)  # some shifts clamped
 
 
+def test_cpu_scratch_memory_is_reused_safely():
+    """The CPU tiles reuse scratch memory between tiles and calls: results of earlier
+    calls stay intact, a larger batch after a smaller one (and back) is right, and scratch
+    first made under inference mode serves calls outside it (and the other way)."""
+    small = _lorentz_inputs(F32, True, sizes=[3, 2])
+    large = _lorentz_inputs(F32, True, sizes=[40, 7, 33], seed=1)
+
+    def run(inputs):
+        hu, hv, x, ptr, params, phi_x = inputs
+        return fused.lorentz_messages(hu, hv, x, ptr, *params, *phi_x)
+
+    with dispatch.use_backend("reference"), torch.no_grad():
+        want = [run(small), run(large)]
+    with dispatch.use_backend("cpu"):
+        with torch.inference_mode():
+            first = run(small)
+        kept = [t.clone() for t in first]
+        with torch.no_grad():
+            second = run(large)
+        with torch.inference_mode():
+            third = run(small)
+        _, grads = _lorentz_grads(fused.lorentz_messages, *large, 100.0)
+        _, ref_grads = _lorentz_grads(fused.lorentz_messages_reference, *large, 100.0)
+    for got, ref in zip((*first, *second, *third), (*want[0], *want[1], *want[0]), strict=True):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    for got, ref in zip(first, kept, strict=True):
+        assert torch.equal(got, ref)
+    for got, ref in zip(grads, ref_grads, strict=True):  # sums over ~3,000 pairs
+        torch.testing.assert_close(got, ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-5)
+
+
 @pytest.mark.parametrize(("dtype", "update_x"), [(F32, True), (F64, False)])
 def test_triton_lorentz_messages(triton_interpreter, dtype, update_x):
     _check_lorentz(dtype, update_x)
