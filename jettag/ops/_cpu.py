@@ -334,13 +334,16 @@ def _tile_rows(k: int, widths: list[int], itemsize: int) -> int:
 def _edge_tile(
     own: Tensor, other: Tensor, index: Tensor, weights: list[Tensor], biases: list[Tensor]
 ) -> list[Tensor]:
-    """Per-edge activations of a tile: ``[h0, h1, ...]`` each ``(r * k, C_l)``."""
+    """Per-edge activations of a tile: ``[h0, h1, ...]`` each ``(r * k, C_l)`` (scratch
+    memory, see :func:`_scratch`)."""
     rows, k = index.shape
-    h = other.index_select(0, index.reshape(-1)).view(rows, k, -1)
-    h = h.add_(own.unsqueeze(1)).relu_().view(rows * k, -1)
-    acts = [h]
-    for weight, bias in zip(weights, biases, strict=True):
-        h = torch.addmm(bias, h, weight.t()).relu_()
+    h = _scratch("edge0", (rows * k, other.shape[1]), own)
+    torch.index_select(other, 0, index.reshape(-1), out=h)
+    h.view(rows, k, -1).add_(own.unsqueeze(1))
+    acts = [h.relu_()]
+    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True), 1):
+        out = _scratch(f"edge{layer}", (rows * k, weight.shape[0]), own)
+        h = torch.addmm(bias, h, weight.t(), out=out).relu_()
         acts.append(h)
     return acts
 
@@ -412,12 +415,15 @@ def edge_conv_messages_backward(
         acts = _edge_tile(own[tile], other, idx, weights, biases)
         last = acts[-1].view(rows, k, -1)
         share = _aggregate_weights(last, valid[tile], aggr, out[tile])
-        d_h = (grad[tile].unsqueeze(1) * share).view(rows * k, -1)
+        # The layers' input gradients alternate between two scratch slots.
+        d_h = _scratch(f"edge_grad{len(weights) % 2}", acts[-1].shape, own)
+        torch.mul(grad[tile].unsqueeze(1), share, out=d_h.view(rows, k, -1))
         for layer in range(len(weights) - 1, -1, -1):
             d_z = _relu_grad_(d_h, acts[layer + 1])
             d_weights[layer] += d_z.t() @ acts[layer]
             d_biases[layer] += d_z.sum(0)
-            d_h = d_z @ weights[layer]
+            d_h = torch.mm(d_z, weights[layer], out=_scratch(f"edge_grad{layer % 2}",
+                                                             acts[layer].shape, own))
         d_z0 = _relu_grad_(d_h, acts[0]).view(rows, k, -1)
         d_own[tile] = d_z0.sum(1)
         d_other.index_add_(0, idx.reshape(-1), d_z0.view(rows * k, -1))
