@@ -132,7 +132,12 @@ def measure_time(fn: Callable[[], Any], device: torch.device, *, min_time: float
 
 
 def measure_peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
-    """Bytes allocated at the peak of one call, beyond what was allocated before it."""
+    """Bytes allocated at the peak of one call, beyond what was allocated before it. The
+    scratch memory jettag's CPU paths keep between calls is freed first, so that the call
+    allocates it again and it counts."""
+    from jettag.ops import release_scratch
+
+    release_scratch()
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -5,9 +5,14 @@ Triton kernels for CUDA GPUs; :mod:`jettag.ops.dispatch` picks one at call time 
 reference during ONNX export). The accelerated paths are ``torch.library`` custom ops
 (``torch.ops.jettag.*``) with autograd and fake implementations. Fused operators for the
 EdgeConv and Lorentz layers live in :mod:`jettag.ops.fused`.
+
+The CPU paths keep tile-sized scratch memory between calls (per thread; reusing memory
+avoids the page faults of fresh allocations): :func:`scratch_bytes` says how much,
+:func:`release_scratch` frees it.
 """
 
 from jettag.ops import dispatch, fused
+from jettag.ops._cpu import release_scratch, scratch_bytes
 from jettag.ops._library import (
     knn,
     scatter_mean,
@@ -32,8 +37,10 @@ __all__ = [
     "fused",
     "knn",
     "ptr_from_batch",
+    "release_scratch",
     "scatter_mean",
     "scatter_sum",
+    "scratch_bytes",
     "segment_max",
     "segment_mean",
     "segment_softmax",

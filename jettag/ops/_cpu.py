@@ -46,7 +46,9 @@ __all__ = [
     "knn",
     "lorentz_messages",
     "lorentz_messages_backward",
+    "release_scratch",
     "scatter_sum",
+    "scratch_bytes",
     "segment_max",
     "segment_softmax",
     "segment_sum",
@@ -322,6 +324,17 @@ def _scratch(slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
             buf = torch.empty(numel, dtype=like.dtype, device=like.device)
         store[key] = buf
     return buf[:numel].view(shape)
+
+
+def scratch_bytes() -> int:
+    """Bytes of scratch memory the CPU paths of this thread keep between calls."""
+    buffers = _WORKSPACE.__dict__.get("buffers", {})
+    return sum(b.numel() * b.element_size() for b in buffers.values())
+
+
+def release_scratch() -> None:
+    """Free this thread's scratch memory (the next call allocates it again)."""
+    _WORKSPACE.__dict__.pop("buffers", None)
 
 
 # --------------------------------------------------------------------------- EdgeConv

@@ -46,7 +46,7 @@ per-jet sums without forming :math:`z` (gradients flow through them by autograd)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -331,20 +331,6 @@ def _temporary(slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
     return like.new_empty(shape)
 
 
-def _bn_forward(z: Tensor, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor, Tensor]:
-    """Training-mode BatchNorm of ``z`` updating ``norm``'s running statistics, as the
-    module does; returns the output (a temporary, see :func:`_temporary`) and the batch
-    mean and inverse std."""
-    momentum = _count_batch(norm)
-    out = _temporary("bn_out", tuple(z.shape), z)
-    mean, invstd = z.new_empty(z.shape[1]), z.new_empty(z.shape[1])
-    torch.ops.aten.native_batch_norm.out(
-        z, norm.weight, norm.bias, norm.running_mean, norm.running_var, True,
-        0.0 if momentum is None else momentum, norm.eps, out=out, save_mean=mean,
-        save_invstd=invstd)
-    return out, mean, invstd
-
-
 #: Elements of the edge-sized temporaries of the BatchNorm backward passes: their rows are
 #: processed in chunks this large (1 MiB in float32, cache-sized), so no temporary is as
 #: large as ``z``.
@@ -364,13 +350,47 @@ def _bn_affine_batch(weight: Tensor | None, bias: Tensor | None, mean: Tensor,
     return scale, shift if bias is None else shift + bias
 
 
+def _bn_batch_stats(z_rows: Callable[[slice], Tensor], num: int, width: int,
+                    norm: nn.BatchNorm1d, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Training-mode BatchNorm statistics of ``z`` ``(num, width)``, read chunk by chunk
+    (``z_rows(rows)``): returns the batch mean and inverse std and updates ``norm``'s running
+    statistics and batch count as the module does. The chunks' means and variances are
+    combined in float64 (Chan et al.), so ``z`` need never exist whole."""
+    momentum = _count_batch(norm)
+    count = 0
+    mean = torch.zeros(width, dtype=torch.float64, device=like.device)
+    m2 = torch.zeros_like(mean)
+    for rows in _row_chunks(num, width):
+        # Two passes over the cached chunk (torch.var_mean over rows is 7x slower).
+        z_c = z_rows(rows)
+        n_c = z_c.shape[0]
+        mean_c = z_c.sum(0) / n_c
+        centred = torch.sub(z_c, mean_c, out=_temporary("chunk", z_c.shape, z_c))
+        m2_c = centred.square_().sum(0).double()
+        total = count + n_c
+        delta = mean_c.double() - mean
+        mean += delta * (n_c / total)
+        m2 += m2_c + delta.square() * (count * n_c / total)
+        count = total
+    var = m2 / count
+    if norm.track_running_stats and norm.running_mean is not None:
+        m = 0.0 if momentum is None else momentum
+        with torch.no_grad():
+            norm.running_mean.mul_(1 - m).add_(mean.to(like.dtype), alpha=m)
+            unbiased = m2 / (count - 1) if count > 1 else var * float("inf")
+            norm.running_var.mul_(1 - m).add_(unbiased.to(like.dtype), alpha=m)
+    return mean.to(like.dtype), (var + norm.eps).rsqrt().to(like.dtype)
+
+
 def _bn_relu_backward_(
-    d_a: Tensor, z: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor,
-    invstd: Tensor, linear: tuple[Tensor, Tensor] | None = None,
+    d_a: Tensor, z_rows: Callable[[slice], Tensor], weight: Tensor | None,
+    bias: Tensor | None, mean: Tensor, invstd: Tensor,
+    linear: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of ``relu(bn(z))`` (training-mode BatchNorm), or of
     ``relu(bn(z)) @ lin_weight.T`` with ``linear = (d_out, lin_weight)``, computed in place
-    in ``d_a`` chunk by chunk of rows (cache-sized chunks; no temporary as large as ``z``).
+    in ``d_a`` chunk by chunk of rows (cache-sized chunks of ``z``, read as
+    ``z_rows(rows)``; no temporary as large as ``z``).
 
     ``d_a`` holds the gradient of ``relu(bn(z))``, or with ``linear`` any ``(num, width)``
     buffer, which receives ``d_out @ lin_weight``. The BatchNorm+ReLU output is recomputed
@@ -378,7 +398,7 @@ def _bn_relu_backward_(
     ReLU mask). Returns ``(d_z, d_weight, d_bias,
     d_lin_weight)``, ``d_z`` being ``d_a``.
     """
-    num, width = z.shape
+    num, width = d_a.shape
     scale, shift = _bn_affine_batch(weight, bias, mean, invstd)
     sum_dy = d_a.new_zeros(width)
     sum_dy_centred = d_a.new_zeros(width)
@@ -388,8 +408,9 @@ def _bn_relu_backward_(
         torch.mm(linear[0], linear[1], out=d_a)
     chunks = _row_chunks(num, width)
     for rows in chunks:
-        z_c, d_y = z[rows], d_a[rows]
-        a = torch.addcmul(shift, z_c, scale, out=_temporary("bn_chunk", z_c.shape, z)).relu_()
+        z_c, d_y = z_rows(rows), d_a[rows]
+        a = torch.addcmul(shift, z_c, scale, out=_temporary("chunk", z_c.shape, z_c))
+        a.relu_()
         if d_lin_weight is not None:
             d_lin_weight.addmm_(linear[0][rows].T, a)
         _relu_grad_(d_y, a)
@@ -400,22 +421,38 @@ def _bn_relu_backward_(
     slope = scale * invstd * sum_dy_xhat / num
     offset = scale * sum_dy / num - mean * slope
     for rows in chunks:
-        d_a[rows].mul_(scale).sub_(offset).addcmul_(z[rows], slope, value=-1)
+        d_a[rows].mul_(scale).sub_(offset).addcmul_(z_rows(rows), slope, value=-1)
     return (d_a, None if weight is None else sum_dy_xhat, None if bias is None else sum_dy,
             d_lin_weight)
 
 
-def _gather_sum(own: Tensor, other: Tensor, receivers: Tensor, senders: Tensor, *,
-                temporary: bool = False) -> Tensor:
+def _gather_sum(own: Tensor, other: Tensor, receivers: Tensor, senders: Tensor) -> Tensor:
     """``own[receivers] + other[senders]`` through ``index_select`` (4x faster than
-    advanced indexing on the CPU for row gathers); into temporary memory (see
-    :func:`_temporary`; no autograd) with ``temporary``."""
-    if not temporary:
-        return other.index_select(0, senders).add_(own.index_select(0, receivers))
-    shape = (receivers.shape[0], own.shape[1])
-    out = torch.index_select(other, 0, senders, out=_temporary("gather", shape, own))
-    return out.add_(torch.index_select(own, 0, receivers,
-                                       out=_temporary("gather_own", shape, own)))
+    advanced indexing on the CPU for row gathers)."""
+    return other.index_select(0, senders).add_(own.index_select(0, receivers))
+
+
+def _edge_rows(z: Tensor | None, own: Tensor | None, other: Tensor | None,
+               receivers: Tensor | None, senders: Tensor | None) -> Callable[[slice], Tensor]:
+    """``rows -> z[rows]``, or with ``own`` given the same rows of
+    ``own[receivers] + other[senders]`` gathered into temporary memory (no autograd).
+
+    Chunk-sized temporary memory: ``"gather"`` holds the rows returned here, ``"chunk"`` is
+    used while gathering them and afterwards by the caller (statistics, BatchNorm + ReLU
+    output), so a chunk's rows must be gathered before its ``"chunk"`` is written."""
+    if own is None:
+        assert z is not None
+        return z.__getitem__
+    assert other is not None and receivers is not None and senders is not None
+
+    def rows_of(rows: slice) -> Tensor:
+        recv, send = receivers[rows], senders[rows]
+        shape = (recv.shape[0], own.shape[1])
+        out = torch.index_select(other, 0, send, out=_temporary("gather", shape, own))
+        return out.add_(torch.index_select(own, 0, recv,
+                                           out=_temporary("chunk", shape, own)))
+
+    return rows_of
 
 
 class _BatchNormReLULinear(torch.autograd.Function):
@@ -425,19 +462,23 @@ class _BatchNormReLULinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight,
                 lin_bias, norm):
-        if own is not None:
-            z = _gather_sum(own, other, receivers, senders, temporary=True)
-        y, mean, invstd = _bn_forward(z, norm)
-        out = y.relu_() @ lin_weight.T
-        del y
-        if lin_bias is not None:
-            out += lin_bias
-        if own is None:
-            ctx.save_for_backward(z, None, None, None, None, bn_weight, bn_bias, lin_weight,
-                                  mean, invstd)
-        else:
-            ctx.save_for_backward(None, own, other, receivers, senders, bn_weight, bn_bias,
-                                  lin_weight, mean, invstd)
+        z_rows = _edge_rows(z, own, other, receivers, senders)
+        num, width = receivers.shape[0] if z is None else z.shape[0], lin_weight.shape[1]
+        like = own if z is None else z
+        mean, invstd = _bn_batch_stats(z_rows, num, width, norm, like)
+        scale, shift = _bn_affine_batch(bn_weight, bn_bias, mean, invstd)
+        # BatchNorm + ReLU chunk by chunk into cache-sized temporaries, each multiplied
+        # into its rows of the output.
+        out = like.new_empty(num, lin_weight.shape[0])
+        for rows in _row_chunks(num, width):
+            z_c = z_rows(rows)
+            a = torch.addcmul(shift, z_c, scale, out=_temporary("chunk", z_c.shape, z_c))
+            if lin_bias is None:
+                torch.mm(a.relu_(), lin_weight.T, out=out[rows])
+            else:
+                torch.addmm(lin_bias, a.relu_(), lin_weight.T, out=out[rows])
+        ctx.save_for_backward(z, own, other, receivers, senders, bn_weight, bn_bias,
+                              lin_weight, mean, invstd)
         ctx.has_lin_bias = lin_bias is not None
         return out
 
@@ -445,16 +486,12 @@ class _BatchNormReLULinear(torch.autograd.Function):
     def backward(ctx, d_out):
         (z, own, other, receivers, senders, bn_weight, bn_bias, lin_weight, mean,
          invstd) = ctx.saved_tensors
-        if own is not None:
-            # Re-gathered once: the later layers' saved inputs of this block are freed by
-            # now (measured: the peak training memory is unchanged).
-            z = _gather_sum(own, other, receivers, senders, temporary=True)
+        z_rows = _edge_rows(z, own, other, receivers, senders)
         d_out = d_out.contiguous()
         d_lin_bias = d_out.sum(0) if ctx.has_lin_bias else None
-        # d_z is returned unless the first layer's own/other take it.
-        d_a = torch.empty_like(z) if own is None else _temporary("bn_grad", z.shape, z)
+        d_a = d_out.new_empty(d_out.shape[0], lin_weight.shape[1])
         d_z, d_bn_weight, d_bn_bias, d_lin_weight = _bn_relu_backward_(
-            d_a, z, bn_weight, bn_bias, mean, invstd, linear=(d_out, lin_weight))
+            d_a, z_rows, bn_weight, bn_bias, mean, invstd, linear=(d_out, lin_weight))
         d_own = d_other = None
         if own is not None:
             d_own = torch.zeros_like(own).index_add_(0, receivers, d_z)
@@ -467,10 +504,19 @@ class _BatchNormReLULinear(torch.autograd.Function):
 class _BatchNormReLUMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, bn_weight, bn_bias, ptr, norm):
-        y, mean, invstd = _bn_forward(z, norm)
-        from jettag.ops import segment_mean
-
-        out = segment_mean(y.relu_(), ptr)
+        num, width = z.shape
+        mean, invstd = _bn_batch_stats(z.__getitem__, num, width, norm, z)
+        scale, shift = _bn_affine_batch(bn_weight, bn_bias, mean, invstd)
+        counts = ptr[1:] - ptr[:-1]
+        segment = torch.repeat_interleave(torch.arange(counts.numel(), device=z.device),
+                                          counts, output_size=num)
+        # Rows added in order: deterministic.
+        out = z.new_zeros(counts.numel(), width)
+        for rows in _row_chunks(num, width):
+            z_c = z[rows]
+            a = torch.addcmul(shift, z_c, scale, out=_temporary("chunk", z_c.shape, z_c))
+            out.index_add_(0, segment[rows], a.relu_())
+        out /= counts.clamp_min(1).to(out.dtype).unsqueeze(1)
         ctx.save_for_backward(z, bn_weight, bn_bias, mean, invstd, ptr)
         return out
 
@@ -479,8 +525,8 @@ class _BatchNormReLUMean(torch.autograd.Function):
         z, bn_weight, bn_bias, mean, invstd, ptr = ctx.saved_tensors
         count = (ptr[1:] - ptr[:-1]).clamp_min(1).to(d_out.dtype).unsqueeze(1)
         d_a = _library.expand(d_out / count, ptr, z.shape[0])
-        d_z, d_bn_weight, d_bn_bias, _ = _bn_relu_backward_(d_a, z, bn_weight, bn_bias, mean,
-                                                            invstd)
+        d_z, d_bn_weight, d_bn_bias, _ = _bn_relu_backward_(d_a, z.__getitem__, bn_weight,
+                                                            bn_bias, mean, invstd)
         return d_z, d_bn_weight, d_bn_bias, None, None
 
 

@@ -178,6 +178,11 @@ def test_cpu_scratch_memory_is_reused_safely():
         assert torch.equal(got, ref)
     for got, ref in zip(grads, ref_grads, strict=True):  # sums over ~3,000 pairs
         torch.testing.assert_close(got, ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-5)
+    from jettag.ops import release_scratch, scratch_bytes
+
+    assert scratch_bytes() > 0
+    release_scratch()
+    assert scratch_bytes() == 0
 
 
 @pytest.mark.parametrize(("dtype", "update_x"), [(F32, True), (F64, False)])
@@ -240,11 +245,15 @@ def test_edge_conv_eval_drop_in_equals_layer(in_channels):
 
 
 @pytest.mark.parametrize("aggr", ["mean", "max"])
-def test_edge_conv_train_drop_in_equals_layer(aggr):
+# The edge rows are processed in chunks: one chunk, or many (and a partial last one).
+@pytest.mark.parametrize("chunk_elements", [None, 40])
+def test_edge_conv_train_drop_in_equals_layer(aggr, chunk_elements, monkeypatch):
     import copy
 
     from jettag.nn.edge_conv import EdgeConv
 
+    if chunk_elements is not None:
+        monkeypatch.setattr(fused, "_CHUNK_ELEMENTS", chunk_elements)
     gen = torch.Generator().manual_seed(4)
     conv = EdgeConv(6, (8, 8, 5), k=4, aggr=aggr).double().train()
     twin = copy.deepcopy(conv)
