@@ -14,7 +14,10 @@ with vectorised PyTorch for CPUs:
   ties by the lower index exactly as the reference's stable sort;
 - the fused EdgeConv and Lorentz operators run tile by tile (a few particles, or a few
   jets of one size bucket, at a time), so their per-edge activations stay in cache and are
-  never all in memory; their backward passes recompute each tile. The Lorentz operator's
+  never all in memory; their backward passes recompute each tile. A tile's tensors are
+  written into per-thread scratch memory that is reused from tile to tile and call to call
+  (:func:`scratch_bytes`, :func:`release_scratch`): fresh tile-sized allocations fault on
+  every page whenever glibc has returned freed memory to the system. The Lorentz operator's
   tile functions exist twice: written for eager PyTorch (in-place updates, the default)
   and written for Inductor (out of place, the gate and biases folded into the fused
   loops), which :func:`jettag.ops.dispatch.set_compiled_tiles` runs through
