@@ -354,24 +354,28 @@ def _bn_batch_stats(z_rows: Callable[[slice], Tensor], num: int, width: int,
                     norm: nn.BatchNorm1d, like: Tensor) -> tuple[Tensor, Tensor]:
     """Training-mode BatchNorm statistics of ``z`` ``(num, width)``, read chunk by chunk
     (``z_rows(rows)``): returns the batch mean and inverse std and updates ``norm``'s running
-    statistics and batch count as the module does. The chunks' means and variances are
-    combined in float64 (Chan et al.), so ``z`` need never exist whole."""
+    statistics and batch count as the module does. The chunks' means and centred sums of
+    squares are combined in float64 (Chan et al.), so ``z`` need never exist whole."""
     momentum = _count_batch(norm)
-    count = 0
-    mean = torch.zeros(width, dtype=torch.float64, device=like.device)
-    m2 = torch.zeros_like(mean)
+    sums, m2s, sizes = [], [], []
     for rows in _row_chunks(num, width):
         # Two passes over the cached chunk (torch.var_mean over rows is 7x slower).
         z_c = z_rows(rows)
-        n_c = z_c.shape[0]
-        mean_c = z_c.sum(0) / n_c
-        centred = torch.sub(z_c, mean_c, out=_temporary("chunk", z_c.shape, z_c))
-        m2_c = centred.square_().sum(0).double()
-        total = count + n_c
-        delta = mean_c.double() - mean
-        mean += delta * (n_c / total)
-        m2 += m2_c + delta.square() * (count * n_c / total)
-        count = total
+        sums.append(z_c.sum(0))
+        centred = torch.sub(z_c, sums[-1] / z_c.shape[0],
+                            out=_temporary("chunk", z_c.shape, z_c))
+        m2s.append(centred.square_().sum(0))
+        sizes.append(z_c.shape[0])
+    # Chan et al.'s combination of the chunks' means and centred sums of squares.
+    count = num
+    if sizes:
+        n_c = torch.tensor(sizes, dtype=torch.float64, device=like.device).unsqueeze(1)
+        means_c = torch.stack(sums).double() / n_c
+        mean = means_c.mul(n_c).sum(0) / count
+        m2 = torch.stack(m2s).double().sum(0) + (means_c - mean).square_().mul_(n_c).sum(0)
+    else:  # no rows: NaN statistics, as BatchNorm's
+        mean = torch.zeros(width, dtype=torch.float64, device=like.device)
+        m2 = torch.zeros_like(mean)
     var = m2 / count
     if norm.track_running_stats and norm.running_mean is not None:
         m = 0.0 if momentum is None else momentum
@@ -415,7 +419,7 @@ def _bn_relu_backward_(
             d_lin_weight.addmm_(linear[0][rows].T, a)
         _relu_grad_(d_y, a)
         sum_dy += d_y.sum(0)
-        sum_dy_centred += (d_y * a.copy_(z_c).sub_(mean)).sum(0)
+        sum_dy_centred += a.copy_(z_c).sub_(mean).mul_(d_y).sum(0)
     sum_dy_xhat = sum_dy_centred * invstd
     # d_z = scale * (d_y - mean(d_y) - xhat * mean(d_y * xhat)), xhat = (z - mean) * invstd
     slope = scale * invstd * sum_dy_xhat / num
