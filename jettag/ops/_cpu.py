@@ -230,6 +230,10 @@ def _smallest(dist: Tensor, kk: int) -> tuple[Tensor, Tensor]:
     return order, torch.gather(dist, -1, order)
 
 
+#: Padded distance entries (jets x longest^2) up to which kNN runs as one bucket.
+_KNN_ONE_BUCKET = 1 << 18
+
+
 def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
     """k nearest neighbours within jets (see :func:`jettag.ops.reference.knn`)."""
     num = x.shape[0]
@@ -238,8 +242,15 @@ def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Ten
     if num == 0:
         return index, valid
     # Coarse buckets: distances are a small part of the work, every bucket costs a dozen
-    # ops (parallel regions) whatever its size.
-    for jets, length in jet_buckets(_counts(ptr), ratio=1.5, slack=8):
+    # ops (parallel regions) whatever its size; one bucket when padding every jet to the
+    # longest costs few distances anyway (small batches).
+    counts = _counts(ptr)
+    longest = int(counts.max())
+    if counts.numel() * longest * longest <= _KNN_ONE_BUCKET:
+        buckets = [(torch.nonzero(counts).view(-1), longest)]
+    else:
+        buckets = jet_buckets(counts, ratio=1.5, slack=8)
+    for jets, length in buckets:
         rows, mask = _bucket_rows(ptr, jets, length)
         pts = x[rows]
         sq = (pts * pts).sum(-1)

@@ -92,8 +92,12 @@ def test_cpu_reductions_keep_trailing_dims_and_scatter(dtype):
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize(("k", "include_self"), [(1, False), (3, True), (16, False), (40, True)])
-def test_cpu_knn_equals_reference_exactly(dtype, k, include_self):
+# Small batches run as one padded bucket, larger ones in size buckets (forced here).
+@pytest.mark.parametrize("one_bucket", [True, False])
+def test_cpu_knn_equals_reference_exactly(dtype, k, include_self, one_bucket, monkeypatch):
     x, ptr = _data([*SIZES, 41, 37, 12], 4, dtype, seed=3)
+    if not one_bucket:
+        monkeypatch.setattr(_cpu, "_KNN_ONE_BUCKET", 0)
     with dispatch.use_backend("cpu"):
         index, valid = ops.knn(x, ptr, k, include_self=include_self)
     ref_index, ref_valid = reference.knn(x, ptr, k, include_self=include_self)
