@@ -130,7 +130,7 @@ def segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
         return torch.segment_reduce(src, "sum", lengths=counts, axis=0)
     length = _uniform(counts, num)
     if length:
-        return src.view(counts.numel(), length, *src.shape[1:]).sum(1)
+        return src.reshape(counts.numel(), length, *src.shape[1:]).sum(1)
     out = src.new_zeros((counts.numel(), *src.shape[1:]))
     return out.index_add_(0, _jet_index(counts, num), src)
 

@@ -402,8 +402,7 @@ def _bn_relu_backward_(
     ``d_a`` holds the gradient of ``relu(bn(z))``, or with ``linear`` any ``(num, width)``
     buffer, which receives ``d_out @ lin_weight``. The BatchNorm+ReLU output is recomputed
     chunk by chunk from ``z`` and the batch statistics (for the weight gradient and the
-    ReLU mask). Returns ``(d_z, d_weight, d_bias,
-    d_lin_weight)``, ``d_z`` being ``d_a``.
+    ReLU mask). Returns ``(d_z, d_weight, d_bias, d_lin_weight)``, ``d_z`` being ``d_a``.
     """
     num, width = d_a.shape
     scale, shift = _bn_affine_batch(weight, bias, mean, invstd)

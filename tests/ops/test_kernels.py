@@ -64,6 +64,16 @@ def test_cpu_reductions_match_reference(name, dtype, sizes, channels):
     assert torch.equal(got, again), "not deterministic"
 
 
+@pytest.mark.parametrize("sizes", [[6, 6, 6], [5, 0, 13]])
+def test_cpu_reductions_of_strided_inputs(sizes):
+    wide, ptr = _data(sizes, 96, F32)
+    strided = wide[:, ::2]  # not contiguous
+    with dispatch.use_backend("cpu"):
+        for name in REDUCTIONS:
+            torch.testing.assert_close(getattr(ops, name)(strided, ptr),
+                                       getattr(reference, name)(strided, ptr), **_tol(F32))
+
+
 @pytest.mark.parametrize("channels", [3, 40])
 @pytest.mark.parametrize("sizes", [[3, 0, 2], [4, 4]])
 def test_cpu_reductions_propagate_nan_and_inf(channels, sizes):
