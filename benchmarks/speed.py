@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 import jettag
 from jettag.data import JetBatch
-from jettag.ops import dispatch
+from jettag.ops import dispatch, release_scratch
 
 FULL_BATCHES = (1, 8, 64, 512)
 QUICK_BATCHES = (1, 32)
@@ -135,8 +135,6 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
     """Bytes allocated at the peak of one call, beyond what was allocated before it. The
     scratch memory jettag's CPU paths keep between calls is freed first, so that the call
     allocates it again and it counts."""
-    from jettag.ops import release_scratch
-
     release_scratch()
     if device.type == "cuda":
         synchronize(device)
