@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from jettag.ops import _library, dispatch, reference
-from jettag.ops._cpu import _relu_grad_, _scratch
+from jettag.ops._cpu import _jet_index, _relu_grad_, _scratch
 
 __all__ = [
     "batchnorm_relu_linear",
@@ -391,34 +391,28 @@ def _bn_batch_stats(z_rows: Callable[[slice], Tensor], num: int, width: int,
 
 def _bn_relu_backward_(
     d_a: Tensor, z_rows: Callable[[slice], Tensor], weight: Tensor | None,
-    bias: Tensor | None, mean: Tensor, invstd: Tensor,
-    linear: tuple[Tensor, Tensor] | None = None,
+    bias: Tensor | None, mean: Tensor, invstd: Tensor, d_out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``relu(bn(z))`` (training-mode BatchNorm), or of
-    ``relu(bn(z)) @ lin_weight.T`` with ``linear = (d_out, lin_weight)``, computed in place
-    in ``d_a`` chunk by chunk of rows (cache-sized chunks of ``z``, read as
-    ``z_rows(rows)``; no temporary as large as ``z``).
-
-    ``d_a`` holds the gradient of ``relu(bn(z))``, or with ``linear`` any ``(num, width)``
-    buffer, which receives ``d_out @ lin_weight``. The BatchNorm+ReLU output is recomputed
-    chunk by chunk from ``z`` and the batch statistics (for the weight gradient and the
-    ReLU mask). Returns ``(d_z, d_weight, d_bias, d_lin_weight)``, ``d_z`` being ``d_a``.
+    """Gradients of ``relu(bn(z))`` (training-mode BatchNorm) from the gradient ``d_a`` of
+    its output, computed in place in ``d_a`` chunk by chunk of rows (cache-sized chunks of
+    ``z``, read as ``z_rows(rows)``; no temporary as large as ``z``). The BatchNorm+ReLU
+    output is recomputed chunk by chunk from ``z`` and the batch statistics (for the ReLU
+    mask and, when ``relu(bn(z))`` feeds a linear map whose output gradient ``d_out`` is
+    given, that map's weight gradient ``d_out.T @ relu(bn(z))``). Returns ``(d_z, d_weight,
+    d_bias, d_lin_weight)``, ``d_z`` being ``d_a``.
     """
     num, width = d_a.shape
     scale, shift = _bn_affine_batch(weight, bias, mean, invstd)
     sum_dy = d_a.new_zeros(width)
     sum_dy_centred = d_a.new_zeros(width)
-    d_lin_weight = None
-    if linear is not None:
-        d_lin_weight = torch.zeros_like(linear[1])
-        torch.mm(linear[0], linear[1], out=d_a)
+    d_lin_weight = None if d_out is None else d_a.new_zeros(d_out.shape[1], width)
     chunks = _row_chunks(num, width)
     for rows in chunks:
         z_c, d_y = z_rows(rows), d_a[rows]
         a = torch.addcmul(shift, z_c, scale, out=_temporary("chunk", z_c.shape, z_c))
         a.relu_()
-        if d_lin_weight is not None:
-            d_lin_weight.addmm_(linear[0][rows].T, a)
+        if d_out is not None:
+            d_lin_weight.addmm_(d_out[rows].T, a)
         _relu_grad_(d_y, a)
         sum_dy += d_y.sum(0)
         sum_dy_centred += a.copy_(z_c).sub_(mean).mul_(d_y).sum(0)
@@ -495,9 +489,8 @@ class _BatchNormReLULinear(torch.autograd.Function):
         z_rows = _edge_rows(z, own, other, receivers, senders)
         d_out = d_out.contiguous()
         d_lin_bias = d_out.sum(0) if ctx.has_lin_bias else None
-        d_a = d_out.new_empty(d_out.shape[0], lin_weight.shape[1])
         d_z, d_bn_weight, d_bn_bias, d_lin_weight = _bn_relu_backward_(
-            d_a, z_rows, bn_weight, bn_bias, mean, invstd, linear=(d_out, lin_weight))
+            d_out @ lin_weight, z_rows, bn_weight, bn_bias, mean, invstd, d_out=d_out)
         d_own = d_other = None
         if own is not None:
             d_own = torch.zeros_like(own).index_add_(0, receivers, d_z)
@@ -514,8 +507,7 @@ class _BatchNormReLUMean(torch.autograd.Function):
         mean, invstd = _bn_batch_stats(z.__getitem__, num, width, norm, z)
         scale, shift = _bn_affine_batch(bn_weight, bn_bias, mean, invstd)
         counts = ptr[1:] - ptr[:-1]
-        segment = torch.repeat_interleave(torch.arange(counts.numel(), device=z.device),
-                                          counts, output_size=num)
+        segment = _jet_index(counts, num)
         # Rows added in order: deterministic.
         out = z.new_zeros(counts.numel(), width)
         for rows in _row_chunks(num, width):
