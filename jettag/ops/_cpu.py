@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jettag.ops import _native
 from jettag.ops.dispatch import compiled_tiles
 
 __all__ = [
@@ -730,7 +731,11 @@ def lorentz_messages(
     w_x2: Tensor | None,
     clamp: float,
 ) -> tuple[Tensor, Tensor]:
-    """Fused LGEB pair messages (see :func:`jettag.ops.fused.lorentz_messages`)."""
+    """Fused LGEB pair messages (see :func:`jettag.ops.fused.lorentz_messages`): by the
+    native kernel where it applies (:mod:`jettag.ops._native`), else tile by tile."""
+    if _native.usable(hu):
+        return _native.lorentz_messages(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1,
+                                        b_x1, w_x2, clamp)
     num, hidden = hu.shape
     msum_out = hu.new_zeros(num, hidden)
     xs_out = x.new_zeros(num, 4)
@@ -764,7 +769,11 @@ def lorentz_messages_backward(
     clamp: float,
 ) -> list[Tensor]:
     """Gradients of :func:`lorentz_messages` w.r.t. every tensor input, in order (zeros for
-    the absent phi_x weights), recomputing tile by tile."""
+    the absent phi_x weights), recomputing: by the native kernel where it applies
+    (:mod:`jettag.ops._native`), else tile by tile."""
+    if _native.usable(hu):
+        return _native.lorentz_messages_backward(g_msum, g_xs, hu, hv, x, ptr, w_psi, w_e,
+                                                 b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp)
     hidden = hu.shape[1]
     inputs = [hu, hv, x, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2]
     grads = [None if t is None else torch.zeros_like(t) for t in inputs]

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jettag.ops import _library, dispatch, reference
+from jettag.ops import _library, _native, dispatch, reference
 from jettag.ops._cpu import _jet_index, _relu_grad_, _scratch
 
 __all__ = [
@@ -812,25 +812,34 @@ def _pair_batchnorm_stats(
     """
     from jettag.nn.lorentz import lorentz_edge_features
 
-    receiver, sender = reference.fully_connected_edges(ptr)
     num = a.shape[0]
-    pairs = int(receiver.numel())
     counts = ptr[1:] - ptr[:-1]
+    pairs = int((counts * (counts - 1)).sum())
     degree = torch.repeat_interleave(counts - 1, counts, output_size=num).to(torch.float64)
-    psi = lorentz_edge_features(x, torch.stack([receiver, sender])).to(torch.float64)
+    if _native.usable(x):
+        # psi is symmetric: the sums over j of psi_ij and of psi_ji are the same.
+        psi_rows, psi_total, psi_gram = _native.psi_moments(x, ptr)
+        psi_mean = psi_total / pairs
+        psi_rows = psi_cols = psi_rows - degree.unsqueeze(1) * psi_mean
+        psi_gram = psi_gram - pairs * torch.outer(psi_mean, psi_mean)
+    else:
+        receiver, sender = reference.fully_connected_edges(ptr)
+        psi = lorentz_edge_features(x, torch.stack([receiver, sender])).to(torch.float64)
+        psi_mean = psi.sum(0) / pairs
+        psi = psi - psi_mean
+        psi_rows = reference.scatter_sum(psi, receiver, num)  # (P, 2): sum over j of psi_ij
+        psi_cols = reference.scatter_sum(psi, sender, num)  # (P, 2): sum over i of psi_ij
+        psi_gram = psi.T @ psi
     a, b, w = a.to(torch.float64), b.to(torch.float64), w_psi.to(torch.float64)
     a_mean = degree @ a / pairs
     b_mean = degree @ b / pairs
-    psi_mean = psi.sum(0) / pairs
-    a, b, psi = a - a_mean, b - b_mean, psi - psi_mean
-    psi_rows = reference.scatter_sum(psi, receiver, num)  # (P, 2): sum over j of psi_ij
-    psi_cols = reference.scatter_sum(psi, sender, num)  # (P, 2): sum over i of psi_ij
+    a, b = a - a_mean, b - b_mean
     a_jets, b_jets = reference.segment_sum(a, ptr), reference.segment_sum(b, ptr)
     cross_ab = (a_jets * b_jets).sum(0) - (a * b).sum(0)
     second = (
         degree @ (a * a)
         + degree @ (b * b)
-        + (w * ((psi.T @ psi) @ w)).sum(0)
+        + (w * (psi_gram @ w)).sum(0)
         + 2 * cross_ab
         + 2 * (a * (psi_rows @ w)).sum(0)
         + 2 * (b * (psi_cols @ w)).sum(0)

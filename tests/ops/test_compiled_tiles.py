@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_fused import F32, F64, _check_lorentz, _lorentz_grads, _lorentz_inputs
 
-from jettag.ops import _cpu, dispatch, fused
+from jettag.ops import _cpu, _native, dispatch, fused
 
 needs_compiler = pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
@@ -20,8 +20,10 @@ needs_compiler = pytest.mark.skipif(
 
 @pytest.fixture
 def compiled_only(monkeypatch):
-    """Compiled tiles on, and any tile that would run eagerly while it could have been
-    compiled (a fallback) raises, so the comparison below is of the compiled tiles."""
+    """Compiled tiles on (the native kernel, which takes precedence, off), and any tile
+    that would run eagerly while it could have been compiled (a fallback) raises, so the
+    comparison below is of the compiled tiles."""
+    monkeypatch.setattr(_native, "_enabled", False)
     for name in ("_LORENTZ_FORWARD", "_LORENTZ_BACKWARD"):
         tile = getattr(_cpu, name)
         eager = tile.fn
@@ -72,6 +74,7 @@ def test_failed_compilation_warns_once_and_runs_eagerly(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(_native, "_enabled", False)
     for name in ("_LORENTZ_FORWARD", "_LORENTZ_BACKWARD"):
         old = getattr(_cpu, name)
         monkeypatch.setattr(_cpu, name, _cpu._Tile(old.fn, old.source, jets=old.jets,

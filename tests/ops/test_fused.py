@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jettag.ops import _triton, dispatch, fused, reference
+from jettag.ops import _native, _triton, dispatch, fused, reference
 
 F32, F64 = torch.float32, torch.float64
 SIZES = [4, 0, 1, 3, 9, 0, 2, 6]
@@ -24,6 +24,18 @@ def triton_interpreter(monkeypatch):
         pytest.skip("triton was imported before TRITON_INTERPRET=1 was set")
     with dispatch.use_backend("triton"):
         yield
+
+
+@pytest.fixture(params=["native", "tiles"])
+def cpu_lorentz_path(request, monkeypatch):
+    """The CPU path of the Lorentz operator both ways: the native kernel (skipped without a
+    C compiler) and the PyTorch tiles (native kernel switched off)."""
+    if request.param == "native":
+        if not _native.available():
+            pytest.skip("no C compiler: the native kernel is not built")
+    else:
+        monkeypatch.setattr(_native, "_enabled", False)
+    return request.param
 
 
 def _edge_inputs(dtype, layers, k=4, widths=(5, 6, 7), seed=0):
@@ -142,17 +154,19 @@ def _check_lorentz(dtype, update_x, clamp=100.0):
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("update_x", [True, False])
-def test_cpu_lorentz_messages(dtype, update_x):
+def test_cpu_lorentz_messages(cpu_lorentz_path, dtype, update_x):
     with dispatch.use_backend("cpu"):
         _check_lorentz(dtype, update_x)
         if update_x:
             _check_lorentz(dtype, update_x, clamp=0.5)  # some shifts clamped
 
 
-def test_cpu_scratch_memory_is_reused_safely():
-    """The CPU tiles reuse scratch memory between tiles and calls: results of earlier
-    calls stay intact, a larger batch after a smaller one (and back) is right, and scratch
-    first made under inference mode serves calls outside it (and the other way)."""
+def test_cpu_scratch_memory_is_reused_safely(monkeypatch):
+    """The CPU tiles (native kernel off) reuse scratch memory between tiles and calls:
+    results of earlier calls stay intact, a larger batch after a smaller one (and back) is
+    right, and scratch first made under inference mode serves calls outside it (and the
+    other way)."""
+    monkeypatch.setattr(_native, "_enabled", False)
     small = _lorentz_inputs(F32, True, sizes=[3, 2])
     large = _lorentz_inputs(F32, True, sizes=[40, 7, 33], seed=1)
 
@@ -190,7 +204,7 @@ def test_triton_lorentz_messages(triton_interpreter, dtype, update_x):
     _check_lorentz(dtype, update_x)
 
 
-def test_lorentz_gradcheck_cpu():
+def test_lorentz_gradcheck_cpu(cpu_lorentz_path):
     hu, hv, x, ptr, params, phi_x = _lorentz_inputs(F64, True, hidden=2, sizes=[3, 0, 1, 2])
 
     def fn(hu, hv, x, *weights):
@@ -288,7 +302,7 @@ def test_batchnorm_relu_linear_gradcheck():
 
 
 @pytest.mark.parametrize("update_x", [True, False])
-def test_lgeb_eval_drop_in_equals_block(update_x):
+def test_lgeb_eval_drop_in_equals_block(cpu_lorentz_path, update_x):
     from jettag.nn.lorentz import LGEB
 
     gen = torch.Generator().manual_seed(2)
@@ -319,7 +333,7 @@ def test_fold_batchnorm_matches_module():
 
 @pytest.mark.parametrize("dtype", [F64, F32])
 @pytest.mark.parametrize("update_x", [True, False])
-def test_lgeb_train_drop_in_equals_block(update_x, dtype):
+def test_lgeb_train_drop_in_equals_block(cpu_lorentz_path, update_x, dtype):
     """Training mode: outputs, every gradient and the BatchNorm running statistics of the
     fused block equal the plain block's (edge list, BatchNorm over the pairs)."""
     import copy
