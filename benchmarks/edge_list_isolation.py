@@ -1,8 +1,9 @@
-"""Does running jettag's LorentzNet (eager or with compiled tiles) in a process change the
-speed of the edge-list baseline measured after it in the same process?
+"""Does running jettag's LorentzNet (shipped, or with compiled tiles) in a process change
+the speed of the edge-list baseline measured after it in the same process?
 
 Measures the edge-list LorentzNet of ``speed.py`` alone (fresh process), then after jettag's
-eager path, then after jettag's compiled tiles, on the same batch of generated jets
+shipped path (the native kernel), then after jettag's compiled tiles (native kernel off), on
+the same batch of generated jets
 (inference, jets/s, three 1-second measurements each)::
 
     python benchmarks/edge_list_isolation.py --batch-size 64
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"batch {size}, {args.threads} threads (jets/s)")
     print("edge-list, fresh process   ", [rate(edge) for _ in range(3)], flush=True)
-    print("jettag eager               ", [rate(ours) for _ in range(2)], flush=True)
-    print("edge-list after eager      ", [rate(edge) for _ in range(3)], flush=True)
-    with dispatch.use_compiled_tiles():
+    print("jettag (native kernel)     ", [rate(ours) for _ in range(2)], flush=True)
+    print("edge-list after it         ", [rate(edge) for _ in range(3)], flush=True)
+    with speed.without_native(), dispatch.use_compiled_tiles():
         print("jettag compiled tiles      ", [rate(ours) for _ in range(2)], flush=True)
     print("edge-list after compiled   ", [rate(edge) for _ in range(3)], flush=True)
     return 0

@@ -481,15 +481,28 @@ def plain_layers() -> Iterator[None]:
             m.use_fused = fn
 
 
-def _variants(name: str, compiled_tiles: bool = False
-              ) -> list[tuple[str, Callable[[], Any]]]:
-    """The rows of one implementation: jettag's shipped layers (fused), with
-    ``compiled_tiles`` also the same with ``jettag.ops.dispatch.use_compiled_tiles()``, and
-    the layers with the fused path off; the others as they are."""
+@contextlib.contextmanager
+def without_native() -> Iterator[None]:
+    """The fused Lorentz operator on its PyTorch tiles (the native C kernel off, as on a
+    machine without a C compiler): the rows ``jettag (PyTorch tiles)``."""
+    from jettag.ops import _native
+
+    previous = _native.enabled()
+    _native.set_enabled(False)
+    try:
+        yield
+    finally:
+        _native.set_enabled(previous)
+
+
+def _variants(name: str, tiles: bool = False) -> list[tuple[str, Callable[[], Any]]]:
+    """The rows of one implementation: jettag's shipped layers (fused), with ``tiles`` also
+    the same without the native kernel (:func:`without_native`), and the layers with the
+    fused path off; the others as they are."""
     if name == "jettag":
         rows = [("jettag", contextlib.nullcontext)]
-        if compiled_tiles:
-            rows.append(("jettag (compiled tiles)", dispatch.use_compiled_tiles))
+        if tiles:
+            rows.append(("jettag (PyTorch tiles)", without_native))
         return [*rows, ("jettag (unfused)", plain_layers)]
     return [(name, contextlib.nullcontext)]
 
@@ -824,8 +837,8 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
             limit = runner.args.memory_limit_gb * 2**30
             with torch.no_grad():
                 ref = impls["jettag"]()  # the fused path needs no pair-sized memory
-                with dispatch.use_compiled_tiles():  # (compiles on first use)
-                    row["max_abs_diff_compiled"] = _max_diff(ref, impls["jettag"]())
+                with without_native():
+                    row["max_abs_diff_tiles"] = _max_diff(ref, impls["jettag"]())
             if pairs * 1.6e3 <= limit:
                 with torch.no_grad():
                     with plain_layers():
@@ -840,7 +853,7 @@ def run_lorentznet(runner: Runner, pools, batch_sizes, results) -> None:
             # 1 kB allowed in the estimate).
             variants = []
             for name, fn in impls.items():
-                for label, ctx in _variants(name, compiled_tiles=True):
+                for label, ctx in _variants(name, tiles=True):
                     fused = label.startswith("jettag") and label != "jettag (unfused)"
                     variants.append((label, ctx, partial(
                         runner.measure, fn, size, model, labels,
@@ -960,11 +973,11 @@ def markdown(results: dict[str, Any]) -> str:
                   "", "Same weights; the edge-list model builds its edge lists on the CPU per "
                   "batch inside the timed call, as the released collate does. *max abs diff*: "
                   "of the logits from jettag's (for jettag: from the reference backend). "
-                  "*jettag*: the shipped LGEB (`jettag.ops.fused.lgeb_eval` / `lgeb_train`); "
-                  "*jettag (compiled tiles)*: the same with "
-                  "`jettag.ops.dispatch.use_compiled_tiles()` (the fused operator's tiles "
-                  "through torch.compile; its *max abs diff* is from the shipped eager tiles); "
-                  "*jettag (unfused)*: `fused = False` (an edge list per block).",
+                  "*jettag*: the shipped LGEB (`jettag.ops.fused.lgeb_eval` / `lgeb_train`, "
+                  "the fused operator on its native C kernel); *jettag (PyTorch tiles)*: the "
+                  "same with the native kernel off (as without a C compiler; its *max abs "
+                  "diff* is from the native kernel's); *jettag (unfused)*: `fused = False` "
+                  "(an edge list per block).",
                   "",
                   "| workload | batch | mean nodes | impl | infer jets/s | train jets/s | "
                   "infer MiB | train MiB | infer ratio | train ratio | train memory ratio "
@@ -973,13 +986,13 @@ def markdown(results: dict[str, Any]) -> str:
         base_name = "edge-list (released style)"
         for workload, rows in ln.items():
             for row in rows:
-                for label in ("jettag", "jettag (compiled tiles)", "jettag (unfused)",
+                for label in ("jettag", "jettag (PyTorch tiles)", "jettag (unfused)",
                               base_name):
                     if label not in row:
                         continue
                     res = row.get(label, {})
                     diff = {"jettag": row.get("max_abs_diff_reference"),
-                            "jettag (compiled tiles)": row.get("max_abs_diff_compiled"),
+                            "jettag (PyTorch tiles)": row.get("max_abs_diff_tiles"),
                             "jettag (unfused)": row.get("max_abs_diff_unfused"),
                             base_name: row.get("max_abs_diff_edge_list")}[label]
                     base = row.get(base_name)

@@ -24,6 +24,11 @@ with vectorised PyTorch for CPUs:
   ``torch.compile``; each form is the fastest of the two under its executor (measured: the
   Inductor form runs 2x slower eagerly, the eager form gains 1.1x compiled).
 
+Where it applies (contiguous float32/float64 CPU tensors, a C compiler on the machine),
+the Lorentz operator's forward and backward run on the native kernel of
+:mod:`jettag.ops._native` instead of the tiles: one particle's pair rows at a time through
+the whole pipeline, in C.
+
 These functions are called by the custom ops of :mod:`jettag.ops._library`; they do not
 record autograd history themselves.
 """

@@ -225,6 +225,10 @@ def _p(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _scalar(value: Tensor | float) -> float:
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)
+
+
 def _contiguous(*tensors: Tensor | None) -> list:
     return [None if t is None else t.contiguous() for t in tensors]
 
@@ -247,25 +251,29 @@ def _prepare(hu: Tensor, x: Tensor, ptr: Tensor):
 
 def lorentz_messages(
     hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
-    w_m: Tensor, b_m: Tensor, w_x1: Tensor | None, b_x1: Tensor | None,
-    w_x2: Tensor | None, clamp: float,
+    w_m: Tensor, b_m: Tensor | float, w_x1: Tensor | None, b_x1: Tensor | None,
+    w_x2: Tensor | None, clamp: float, *, we_t: Tensor | None = None,
+    wx1_t: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Forward of :func:`jettag.ops.fused.lorentz_messages` by the native kernel (same
-    arguments, contiguous; call :func:`usable` first)."""
+    arguments; call :func:`usable` first). ``we_t``, ``wx1_t``: the transposed weights,
+    contiguous, if the caller keeps them (else they are made here)."""
     hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2 = _contiguous(
         hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2)
     lib, suffix, ptr, base, bounds, longest, _, psi = _prepare(hu, x, ptr)
     num, hidden = hu.shape
     phi_x = w_x1 is not None
-    we_t = w_e.t().contiguous()  # (kept referenced: the kernel reads it)
-    wx1_t = w_x1.t().contiguous() if phi_x else None  # type: ignore[union-attr]
+    if we_t is None:
+        we_t = w_e.t().contiguous()  # (kept referenced while the kernel reads it)
+    if wx1_t is None and phi_x:
+        wx1_t = w_x1.t().contiguous()  # type: ignore[union-attr]
     msum = hu.new_empty(num, hidden)
     xs = x.new_empty(num, 4) if phi_x else x.new_zeros(num, 4)
     status = getattr(lib, f"jt_lorentz_forward_{suffix}")(
         ptr.numel() - 1, ptr.data_ptr(), base.data_ptr(), hidden, longest, hu.data_ptr(),
         hv.data_ptr(), x.data_ptr(), psi.data_ptr(), w_psi.data_ptr(), we_t.data_ptr(),
-        b_e.data_ptr(), w_m.data_ptr(), float(b_m.detach()),
-        _p(wx1_t), _p(b_x1), _p(w_x2), float(clamp), msum.data_ptr(), xs.data_ptr(),
+        b_e.data_ptr(), w_m.data_ptr(), _scalar(b_m), _p(wx1_t), _p(b_x1), _p(w_x2),
+        float(clamp), msum.data_ptr(), xs.data_ptr(),
         bounds.data_ptr(), bounds.numel() - 1)
     _check(status, longest, hidden)
     return msum, xs
@@ -293,7 +301,7 @@ def lorentz_messages_backward(
         ptr.numel() - 1, ptr.data_ptr(), base.data_ptr(), num, hidden, longest,
         hu.data_ptr(), hv.data_ptr(), x.data_ptr(), inv.data_ptr(), psi.data_ptr(),
         w_psi.data_ptr(), w_e.data_ptr(), we_t.data_ptr(), b_e.data_ptr(), w_m.data_ptr(),
-        float(b_m.detach()), _p(w_x1), _p(wx1_t), _p(b_x1), _p(w_x2), float(clamp),
+        _scalar(b_m), _p(w_x1), _p(wx1_t), _p(b_x1), _p(w_x2), float(clamp),
         g_msum.data_ptr(), g_xs.data_ptr(), *(g.data_ptr() for g in grads),
         *(g.data_ptr() for g in extra), bounds.data_ptr(), bounds.numel() - 1)
     _check(status, longest, hidden)

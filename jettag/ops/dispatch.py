@@ -19,6 +19,12 @@ path whatever the setting, so exported graphs contain only standard operators. U
 ``torch.compile`` the accelerated paths stay in use: they are registered ``torch.library``
 custom ops with fake (meta) implementations, which the compiler treats as opaque nodes.
 
+**Native Lorentz kernel.** On the CPU the fused Lorentz operator (forward, backward and
+its training-mode BatchNorm statistics) runs on a C kernel compiled on first use
+(:mod:`jettag.ops._native`; ``JETTAG_NATIVE=0`` or ``_native.set_enabled(False)`` turns it
+off, and without a C compiler jettag warns once and keeps the tiles below). It takes
+precedence over the compiled tiles.
+
 **Compiled CPU tiles.** The CPU path's fused operators work tile by tile; with
 ``set_compiled_tiles(True)`` (or ``JETTAG_COMPILE_TILES=1``, or ``--compile-tiles`` on
 ``jettag train`` / ``evaluate`` / ``predict``) the fused Lorentz operator's tile functions

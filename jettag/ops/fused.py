@@ -46,6 +46,7 @@ per-jet sums without forming :math:`z` (gradients flow through them by autograd)
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -763,8 +764,14 @@ def lgeb_eval(
     graph of every jet, fused; equal to ``block.eval()(h, x, ptr, attr)`` up to rounding.
 
     A drop-in for the block's ``forward`` when ``not block.training`` and no custom
-    ``edge_index`` is given.
+    ``edge_index`` is given. Without autograd on the CPU backend with the native kernel
+    (inference), the folded weights are kept between calls (:func:`_eval_weights`) and the
+    native kernel is called directly: at small batches the per-call PyTorch work, not the
+    pair messages, is most of the time.
     """
+    if (not torch.is_grad_enabled() and _native.usable(h) and dispatch.select(h) == "cpu"
+            and not torch.compiler.is_compiling()):
+        return _lgeb_eval_native(block, h, x, ptr, attr)
     channels = block.channels
     first = block.phi_e[0].weight
     scale, shift = _bn_affine(block.phi_e[1], h)
@@ -774,6 +781,83 @@ def lgeb_eval(
     hu = hu + shift
     w_psi = folded[:, 2 * channels:].T
     return _lgeb_rest(block, h, x, ptr, attr, hu, hv, w_psi)
+
+
+_EVAL_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _eval_weights(block: Any) -> dict[str, Any]:
+    """An evaluation-mode LGEB's weights as its fused inference needs them: BatchNorms
+    folded, matrices transposed and contiguous. Kept per block while its modules and
+    tensors stay the same objects with the same storage, dtype, device and version counter
+    (optimiser steps, ``load_state_dict`` and ``.to()`` all change one of them)."""
+    key: list[Any] = []
+    stack = [block]
+    while stack:  # (Module.parameters() walks the tree several times slower)
+        module = stack.pop()
+        for group in (module._parameters, module._buffers):
+            key.extend((id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                       for t in group.values() if t is not None)
+        key.append(id(module))
+        stack.extend(module._modules.values())
+    cached = _EVAL_WEIGHTS.get(block)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        channels, hidden = block.channels, block.hidden_channels
+        scale, shift = _bn_affine(block.phi_e[1], block.phi_e[0].weight)
+        folded = block.phi_e[0].weight * scale.unsqueeze(1)
+        weights: dict[str, Any] = {
+            "u_t": folded[:, :channels].t().contiguous(),
+            "v_t": folded[:, channels:2 * channels].t().contiguous(),
+            "shift": shift.contiguous(),
+            "w_psi": folded[:, 2 * channels:].t().contiguous(),
+            "w_e": block.phi_e[3].weight.contiguous(),
+            "we_t": block.phi_e[3].weight.t().contiguous(),
+            "b_e": block.phi_e[3].bias.contiguous(),
+            "w_m": block.phi_m[0].weight[0].contiguous(),
+            "b_m": float(block.phi_m[0].bias),
+            "w_x1": None, "b_x1": None, "w_x2": None, "wx1_t": None, "phi_h": None,
+        }
+        if block.phi_x is not None:
+            weights.update(w_x1=block.phi_x[0].weight.contiguous(),
+                           wx1_t=block.phi_x[0].weight.t().contiguous(),
+                           b_x1=block.phi_x[0].bias.contiguous(),
+                           w_x2=block.phi_x[2].weight[0].contiguous())
+        phi_h = block.phi_h
+        if (len(phi_h) == 4 and isinstance(phi_h[0], nn.Linear)
+                and isinstance(phi_h[1], nn.BatchNorm1d) and phi_h[1].track_running_stats
+                and isinstance(phi_h[2], nn.ReLU) and isinstance(phi_h[3], nn.Linear)):
+            w1, b1 = fold_batchnorm(phi_h[0].weight, phi_h[0].bias, phi_h[1])
+            b2 = phi_h[3].bias
+            weights["phi_h"] = (w1.t().contiguous(), b1.contiguous(),
+                                phi_h[3].weight.t().contiguous(),
+                                None if b2 is None else b2.contiguous())
+        assert weights["w_e"].shape == (hidden, hidden)
+    _EVAL_WEIGHTS[block] = (key, weights)
+    return weights
+
+
+def _lgeb_eval_native(
+    block: Any, h: Tensor, x: Tensor, ptr: Tensor, attr: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """:func:`lgeb_eval` without autograd: cached folded weights, the native kernel called
+    directly, phi_h with its BatchNorm folded (a handful of PyTorch calls per block)."""
+    w = _eval_weights(block)
+    hu = torch.addmm(w["shift"], h, w["u_t"])
+    hv = torch.mm(h, w["v_t"])
+    msum, xs = _native.lorentz_messages(hu, hv, x, ptr, w["w_psi"], w["w_e"], w["b_e"],
+                                        w["w_m"], w["b_m"], w["w_x1"], w["b_x1"], w["w_x2"],
+                                        block.clamp, we_t=w["we_t"], wx1_t=w["wx1_t"])
+    if block.phi_x is not None:
+        x = x + block.c_weight * xs
+    parts = torch.cat([h, msum] if attr is None else [h, msum, attr], 1)
+    if w["phi_h"] is None:
+        return h + block.phi_h(parts), x
+    w1_t, b1, w2_t, b2 = w["phi_h"]
+    update = torch.addmm(b1, parts, w1_t).relu_()
+    out = torch.addmm(h, update, w2_t)
+    return (out if b2 is None else out.add_(b2)), x
 
 
 def _lgeb_rest(

@@ -180,3 +180,42 @@ def test_switch_and_environment(monkeypatch):
     _native.set_enabled(True)
     assert _native.enabled()
     assert not _native.usable(torch.zeros(1, dtype=torch.float16))
+
+
+@needs_native
+def test_eval_fast_path_follows_weight_changes():
+    """lgeb_eval keeps folded weights between inference calls: any change of the block's
+    tensors (in-place update, load_state_dict, new running statistics) is seen."""
+    from jettag.nn.lorentz import LGEB
+
+    gen = torch.Generator().manual_seed(4)
+    block = LGEB(8, hidden_channels=16, attr_channels=2, c_weight=0.1).eval()
+    for norm in (block.phi_e[1], block.phi_h[1]):
+        norm.running_mean.copy_(0.1 * torch.randn(16, generator=gen))
+        norm.running_var.copy_(0.5 + torch.rand(16, generator=gen))
+    hu, _, x, ptr, _, _ = _lorentz_inputs(F32, False, hidden=8, sizes=SIZES)
+    h, x = hu.detach(), x.detach()
+    attr = torch.randn(h.shape[0], 2, generator=gen)
+
+    def both():
+        with torch.no_grad():
+            fast = fused.lgeb_eval(block, h, x, ptr, attr)
+            with dispatch.use_backend("reference"):
+                plain = block(h, x, ptr, attr)
+        for a, b in zip(fast, plain, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        return fast
+
+    first = both()
+    assert block in fused._EVAL_WEIGHTS
+    with torch.no_grad():
+        block.phi_e[3].weight.mul_(1.5)  # in place: same storage, new version
+    second = both()
+    assert not torch.allclose(first[0], second[0])
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    state["phi_h.1.running_var"] += 1.0
+    block.load_state_dict(state)
+    third = both()
+    assert not torch.allclose(second[0], third[0])
+    block.phi_h = torch.nn.Sequential(torch.nn.Linear(8 + 16 + 2, 8), torch.nn.Tanh())
+    both()  # a phi_h of another form runs as a module
