@@ -1,20 +1,21 @@
-"""Native (C) CPU kernel of the fused Lorentz pair messages' forward, built on first use.
+"""Native (C) CPU kernels of the fused Lorentz operator, built on first use.
 
-The eager tile path of :mod:`jettag.ops._cpu` writes each pair-sized intermediate to
+The PyTorch tile path of :mod:`jettag.ops._cpu` writes each pair-sized intermediate to
 memory and pays PyTorch's dispatch for some 25 small operations per tile; at small batches
 that, not the matrix products, is most of a LorentzNet forward. ``_native.c`` runs the
 whole pair pipeline of one particle (its first layer, the message matrix product, gate and
-sum, phi_x's product and the coordinate shift) while the particle's pair rows are in
-cache, on the packed jets (no padding, no scatter), with its own register-blocked matrix
-products and one thread per range of particles. It is plain C: compiled here with the
-system's C compiler (``$CC``, ``cc``, ``gcc`` or ``clang``) in well under a second, cached
-on disk (``$JETTAG_NATIVE_DIR``, default ``~/.cache/jettag/native``), loaded with
-:mod:`ctypes`.
+sum, phi_x's product and the coordinate shift; in the backward pass the same recomputed and
+then differentiated) while the particle's pair rows are in cache, on the packed jets (no
+padding, no scatter), with its own register-blocked matrix products and one thread per range
+of particles (PyTorch's OpenMP threads). :func:`psi_moments` gives the training-mode pair
+BatchNorm the sums of the pair invariants it needs, in float64, without a pair list.
 
-Used by :func:`jettag.ops._cpu.lorentz_messages` for contiguous float32/float64 CPU
-inputs (the backward pass keeps the tile path); ``JETTAG_NATIVE=0`` or
-:func:`set_enabled` turns it off. If no compiler is found or compiling fails, jettag warns
-once and keeps the tile path.
+It is plain C: compiled here with the system's C compiler (``$CC``, ``cc``, ``gcc`` or
+``clang``) in about a second, cached on disk (``$JETTAG_NATIVE_DIR``, default
+``~/.cache/jettag/native``, one file per source, flags and compiler), loaded with
+:mod:`ctypes`. Used by :mod:`jettag.ops._cpu` and :mod:`jettag.ops.fused` for
+float32/float64 CPU tensors; ``JETTAG_NATIVE=0`` or :func:`set_enabled` turns it off. If
+no compiler is found or compiling fails, jettag warns once and keeps the PyTorch tiles.
 """
 
 from __future__ import annotations

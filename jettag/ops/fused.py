@@ -825,7 +825,8 @@ def _eval_weights(block: Any) -> dict[str, Any]:
                            b_x1=block.phi_x[0].bias.contiguous(),
                            w_x2=block.phi_x[2].weight[0].contiguous())
         phi_h = block.phi_h
-        if (len(phi_h) == 4 and isinstance(phi_h[0], nn.Linear)
+        if (isinstance(phi_h, nn.Sequential) and len(phi_h) == 4
+                and isinstance(phi_h[0], nn.Linear)
                 and isinstance(phi_h[1], nn.BatchNorm1d) and phi_h[1].track_running_stats
                 and isinstance(phi_h[2], nn.ReLU) and isinstance(phi_h[3], nn.Linear)):
             w1, b1 = fold_batchnorm(phi_h[0].weight, phi_h[0].bias, phi_h[1])
