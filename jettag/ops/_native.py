@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from jettag.ops.dispatch import _flag
+
 __all__ = ["available", "enabled", "library_path", "lorentz_messages",
            "lorentz_messages_backward", "psi_moments", "set_enabled", "usable"]
 
@@ -45,15 +47,12 @@ _LOCK = threading.Lock()
 _STATE: dict[str, object] = {"lib": None, "tried": False, "path": None}
 
 
-def _flag(value: str) -> bool:
-    if value.strip().lower() in ("1", "true", "yes", "on", ""):
-        return True
-    if value.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"JETTAG_NATIVE: expected 0 or 1, found {value!r}")
+def _env_enabled() -> bool:
+    """``JETTAG_NATIVE`` (default 1)."""
+    return _flag(os.environ.get("JETTAG_NATIVE", "1"), "JETTAG_NATIVE")
 
 
-_enabled = _flag(os.environ.get("JETTAG_NATIVE", "1"))
+_enabled = _env_enabled()
 
 
 def enabled() -> bool:

@@ -170,9 +170,13 @@ def test_failed_compilation_names_the_compiler_error(monkeypatch, tmp_path):
 def test_switch_and_environment(monkeypatch):
     with pytest.raises(TypeError, match="expected True or False"):
         _native.set_enabled(1)  # type: ignore[arg-type]
+    monkeypatch.setenv("JETTAG_NATIVE", "maybe")
     with pytest.raises(ValueError, match="JETTAG_NATIVE: expected 0 or 1, found 'maybe'"):
-        _native._flag("maybe")
-    assert _native._flag("0") is False and _native._flag("1") is True
+        _native._env_enabled()
+    monkeypatch.setenv("JETTAG_NATIVE", "0")
+    assert _native._env_enabled() is False
+    monkeypatch.delenv("JETTAG_NATIVE")
+    assert _native._env_enabled() is True
     monkeypatch.setattr(_native, "_enabled", True)
     _native.set_enabled(False)
     assert not _native.enabled() and not _native.available()
