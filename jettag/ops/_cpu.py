@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor
 
 from jettag.ops import _native
+from jettag.ops._plans import PlanCache
 from jettag.ops.dispatch import compiled_tiles
 
 __all__ = [
@@ -697,28 +697,24 @@ _LORENTZ_BACKWARD = _Tile(_lorentz_backward_tile, _lorentz_backward_tile_c,
                           jets=(0, 1, 2, 3, 4, 5), weights=range(6, 14))
 
 
-_PLANS: OrderedDict[tuple, list[tuple[Tensor, Tensor]]] = OrderedDict()
+_PLANS: PlanCache[list[tuple[Tensor, Tensor]]] = PlanCache()
 
 
 def _lorentz_tiles(ptr: Tensor, hidden: int, itemsize: int) -> list[tuple[Tensor, Tensor]]:
     """``(rows, mask)`` of tiles of jets of one size bucket each (padding rows point at the
-    jet's first particle). A model's blocks, forward and backward, share one batch's
-    ``ptr``: the last few plans are kept."""
-    key = (ptr.device, hidden, itemsize, LORENTZ_TILE_BYTES, tuple(ptr.tolist()))
-    plan = _PLANS.get(key)
-    if plan is None:
+    jet's first particle); kept for the next calls with the same batch (:class:`PlanCache`)."""
+
+    def build() -> list[tuple[Tensor, Tensor]]:
         plan = []
         for jets, length in jet_buckets(_counts(ptr), ratio=1.25, slack=4):
             per_jet = length * length * hidden * itemsize
             step = max(1, LORENTZ_TILE_BYTES // per_jet)
             for start in range(0, jets.numel(), step):
                 plan.append(_bucket_rows(ptr, jets[start:start + step], length))
-        _PLANS[key] = plan
-        while len(_PLANS) > 8:
-            _PLANS.popitem(last=False)
-    else:
-        _PLANS.move_to_end(key)
-    return plan
+        return plan
+
+    key = (ptr.device, hidden, itemsize, LORENTZ_TILE_BYTES, tuple(ptr.tolist()))
+    return _PLANS.get(key, build)
 
 
 def lorentz_messages(

@@ -29,12 +29,12 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from jettag.ops._plans import PlanCache
 from jettag.ops.dispatch import _flag
 
 __all__ = ["available", "enabled", "library_path", "lorentz_messages",
@@ -183,36 +183,31 @@ def library_path() -> Path | None:
     return _STATE["path"] if available() else None  # type: ignore[return-value]
 
 
-_PLANS: OrderedDict[tuple, tuple[Tensor, Tensor, int, int]] = OrderedDict()
+_PLANS: PlanCache[tuple[Tensor, Tensor, int, int]] = PlanCache()
 
 
 def _plan(ptr: Tensor, threads: int) -> tuple[Tensor, Tensor, int, int]:
     """Per-jet offsets of the pair invariants, particle ranges of about equal pair counts
-    per thread, the longest jet and the number of pairs (the blocks of a model share a
-    batch's ``ptr``: the last few plans are kept)."""
-    key = (threads, tuple(ptr.tolist()))
-    plan = _PLANS.get(key)
-    if plan is not None:
-        _PLANS.move_to_end(key)
-        return plan
-    counts = ptr[1:] - ptr[:-1]
-    squares = counts * counts
-    base = torch.zeros(counts.numel() + 1, dtype=torch.int64)
-    torch.cumsum(squares, 0, out=base[1:])
-    num = int(ptr[-1])
-    # Each particle of a jet of n costs about n - 1 pair rows (+1: per-particle work).
-    work = torch.repeat_interleave(counts, counts, output_size=num).cumsum(0)
-    total = int(work[-1]) if num else 0
-    threads = max(1, min(threads, 64, total // 256 + 1))  # ~256 pair rows: ~50 us
-    targets = torch.tensor([total * t / threads for t in range(1, threads)], dtype=torch.float64)
-    cuts = torch.searchsorted(work.to(torch.float64), targets).tolist() if num else []
-    bounds = torch.tensor([0, *cuts, num], dtype=torch.int64)
-    longest = int(counts.max()) if counts.numel() else 0
-    plan = (base, bounds, longest, int(base[-1]))
-    _PLANS[key] = plan
-    while len(_PLANS) > 8:
-        _PLANS.popitem(last=False)
-    return plan
+    per thread, the longest jet and the number of pairs; kept for the next calls with the
+    same batch (:class:`~jettag.ops._plans.PlanCache`)."""
+
+    def build() -> tuple[Tensor, Tensor, int, int]:
+        counts = ptr[1:] - ptr[:-1]
+        base = torch.zeros(counts.numel() + 1, dtype=torch.int64)
+        torch.cumsum(counts * counts, 0, out=base[1:])
+        num = int(ptr[-1])
+        # Each particle of a jet of n costs about n - 1 pair rows (+1: per-particle work).
+        work = torch.repeat_interleave(counts, counts, output_size=num).cumsum(0)
+        total = int(work[-1]) if num else 0
+        parts = max(1, min(threads, 64, total // 256 + 1))  # ~256 pair rows: ~50 us
+        targets = torch.tensor([total * t / parts for t in range(1, parts)],
+                               dtype=torch.float64)
+        cuts = torch.searchsorted(work.to(torch.float64), targets).tolist() if num else []
+        bounds = torch.tensor([0, *cuts, num], dtype=torch.int64)
+        longest = int(counts.max()) if counts.numel() else 0
+        return base, bounds, longest, int(base[-1])
+
+    return _PLANS.get((threads, tuple(ptr.tolist())), build)
 
 
 def usable(hu: Tensor) -> bool:

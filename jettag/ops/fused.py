@@ -850,12 +850,22 @@ def _lgeb_eval_native(
     msum, xs = _native.lorentz_messages(hu, hv, x, ptr, w["w_psi"], w["w_e"], w["b_e"],
                                         w["w_m"], w["b_m"], w["w_x1"], w["b_x1"], w["w_x2"],
                                         block.clamp, we_t=w["we_t"], wx1_t=w["wx1_t"])
+    return _lgeb_update(block, h, x, attr, msum, xs, w["phi_h"])
+
+
+def _lgeb_update(
+    block: Any, h: Tensor, x: Tensor, attr: Tensor | None, msum: Tensor, xs: Tensor,
+    phi_h: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The end of an LGEB block from its pair messages: the coordinate update and the
+    residual :math:`\phi_h`, run as the module or, given ``phi_h`` (its BatchNorm folded:
+    ``W_1^T``, ``b_1``, ``W_2^T``, ``b_2``), as two matrix products."""
     if block.phi_x is not None:
         x = x + block.c_weight * xs
     parts = torch.cat([h, msum] if attr is None else [h, msum, attr], 1)
-    if w["phi_h"] is None:
+    if phi_h is None:
         return h + block.phi_h(parts), x
-    w1_t, b1, w2_t, b2 = w["phi_h"]
+    w1_t, b1, w2_t, b2 = phi_h
     update = torch.addmm(b1, parts, w1_t).relu_()
     out = torch.addmm(h, update, w2_t)
     return (out if b2 is None else out.add_(b2)), x
@@ -873,10 +883,7 @@ def _lgeb_rest(
     msum, xs = lorentz_messages(hu, hv, x, ptr, w_psi, block.phi_e[3].weight,
                                 block.phi_e[3].bias, block.phi_m[0].weight[0],
                                 block.phi_m[0].bias, *phi_x, clamp=block.clamp)
-    if block.phi_x is not None:
-        x = x + block.c_weight * xs
-    parts = [h, msum] if attr is None else [h, msum, attr]
-    return h + block.phi_h(torch.cat(parts, 1)), x
+    return _lgeb_update(block, h, x, attr, msum, xs)
 
 
 def _pair_batchnorm_stats(
