@@ -241,7 +241,11 @@ _KNN_ONE_BUCKET = 1 << 18
 
 
 def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
-    """k nearest neighbours within jets (see :func:`jettag.ops.reference.knn`)."""
+    """k nearest neighbours within jets (see :func:`jettag.ops.reference.knn`): the native
+    kernel (:func:`jettag.ops._native.knn`) where it applies, else size buckets of padded
+    jets in PyTorch."""
+    if _native.usable(x):
+        return _native.knn(x, ptr, k, include_self)
     num = x.shape[0]
     index = torch.arange(num, device=x.device).unsqueeze(1).repeat(1, k)
     valid = torch.zeros(num, k, dtype=torch.bool, device=x.device)
@@ -262,6 +266,8 @@ def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Ten
         sq = (pts * pts).sum(-1)
         dist = sq.unsqueeze(2) + sq.unsqueeze(1) - 2 * pts @ pts.transpose(1, 2)
         dist = dist.clamp_min_(0).add_(0.0)  # + 0.0 turns -0.0 into 0.0 for the bit key
+        # NaN (sign bit set or not) after inf for the bit key; neither is a neighbour.
+        dist.nan_to_num_(nan=math.inf, posinf=math.inf)
         blocked = ~mask.unsqueeze(1)
         if not include_self:
             blocked = blocked | torch.eye(length, dtype=torch.bool, device=x.device)

@@ -21,6 +21,10 @@
  * register-blocked AVX2/FMA micro-kernels for float32 when compiled with -mavx2 -mfma,
  * plain loops otherwise (and for float64).
  *
+ * The same library holds the k-nearest-neighbour search within jets of jettag.ops.knn
+ * (jt_knn): per jet, distances from the transposed coordinates, 8 partners at a time, and
+ * an insertion into the k best; no distance matrix, no sort, one call for the batch.
+ *
  * The type-generic code is in _native_body.h, included once per floating type.
  */
 #include <math.h>
@@ -39,7 +43,7 @@
 #define JT_AVX2 0
 #endif
 
-int jt_abi_version(void) { return 2; }
+int jt_abi_version(void) { return 3; }
 int jt_has_avx2(void) { return JT_AVX2; }
 
 /* Runs fn on each of n argument blocks (n <= 64), in parallel. With OpenMP the work goes

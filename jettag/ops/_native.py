@@ -1,4 +1,4 @@
-"""Native (C) CPU kernels of the fused Lorentz operator, built on first use.
+"""Native (C) CPU kernels of the fused Lorentz operator and of kNN, built on first use.
 
 The PyTorch tile path of :mod:`jettag.ops._cpu` writes each pair-sized intermediate to
 memory and pays PyTorch's dispatch for some 25 small operations per tile; at small batches
@@ -9,6 +9,8 @@ then differentiated) while the particle's pair rows are in cache, on the packed 
 padding, no scatter), with its own register-blocked matrix products and one thread per range
 of particles (PyTorch's OpenMP threads). :func:`psi_moments` gives the training-mode pair
 BatchNorm the sums of the pair invariants it needs, in float64, without a pair list.
+:func:`knn` searches neighbours jet by jet in one call (PyTorch needs a dozen calls of
+padded distance matrices, masks and a sort per size bucket: most of a kNN at small batches).
 
 It is plain C: compiled here with the system's C compiler (``$CC``, ``cc``, ``gcc`` or
 ``clang``) in about a second, cached on disk (``$JETTAG_NATIVE_DIR``, default
@@ -37,12 +39,12 @@ from torch import Tensor
 from jettag.ops._plans import PlanCache
 from jettag.ops.dispatch import _flag
 
-__all__ = ["available", "enabled", "library_path", "lorentz_messages",
+__all__ = ["available", "enabled", "knn", "library_path", "lorentz_messages",
            "lorentz_messages_backward", "psi_moments", "set_enabled", "usable"]
 
 _SOURCE = Path(__file__).with_name("_native.c")
 _SOURCES = (_SOURCE, Path(__file__).with_name("_native_body.h"))
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {"lib": None, "tried": False, "path": None}
 
@@ -147,6 +149,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         mom.argtypes, mom.restype = [n, p, p, p, p, p], None
         mom_b = getattr(lib, f"jt_psi_moments_backward_{suffix}")
         mom_b.argtypes, mom_b.restype = [n, p, p, p, p, p, p], None
+        knn = getattr(lib, f"jt_knn_{suffix}")
+        knn.argtypes = [n, p, n, p, n, ctypes.c_int, p, p, ctypes.c_int, n]
+        knn.restype = ctypes.c_int
     lib.jt_abi_version.restype = ctypes.c_int
 
 
@@ -303,6 +308,32 @@ def lorentz_messages_backward(
     if not phi_x:
         extra = [hu.new_zeros(0)] * 3
     return [*grads, *extra]
+
+
+#: Distance terms (sum over jets of n^2 D) from which kNN takes a second thread.
+_KNN_THREAD_WORK = 1 << 17
+
+
+def knn(x: Tensor, ptr: Tensor, k: int, include_self: bool) -> tuple[Tensor, Tensor]:
+    """:func:`jettag.ops.knn` by the native kernel (checked arguments; call :func:`usable`
+    first): per jet, no padding, no distance matrix, no sort; the same neighbours as the
+    reference (ties to the lower index) up to the rounding of the distances."""
+    lib = _load()
+    assert lib is not None
+    x = x.contiguous()
+    if ptr.dtype != torch.int64 or not ptr.is_contiguous():
+        ptr = ptr.to(torch.int64).contiguous()
+    num, dims = x.shape
+    index = torch.empty(num, k, dtype=torch.int64)
+    valid = torch.empty(num, k, dtype=torch.bool)
+    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    status = getattr(lib, f"jt_knn_{suffix}")(
+        ptr.numel() - 1, ptr.data_ptr(), dims, x.data_ptr(), k, int(include_self),
+        index.data_ptr(), valid.data_ptr(), torch.get_num_threads(), _KNN_THREAD_WORK)
+    if status != 0:
+        raise MemoryError(f"jettag.ops native kNN: out of memory for its per-thread buffers "
+                          f"({num} particles, {dims} coordinates)")
+    return index, valid
 
 
 def _check(status: int, longest: int, hidden: int) -> None:

@@ -462,5 +462,96 @@ int SUF(jt_lorentz_backward)(long n_jets, const int64_t* ptr, const int64_t* bas
   return status;
 }
 
+/* k nearest neighbours of the particles of one jet (first particle s, n particles), as
+ * jettag.ops.reference.knn: d_ab = max(|x_a|^2 + |x_b|^2 - 2 x_a . x_b, 0) (the Gram
+ * matrix x x^T by the matrix product below, from the transposed coordinates xt), the k
+ * smallest finite d_ab, b != a unless include_self, nearest first, ties to the lower b (a
+ * stable sort's order); empty slots: index a and valid 0. Scratch: xt (D x n8), sq (n8),
+ * gram (n x n8), best (k). */
+static void SUF(knn_jet)(long s, long n, long D, const T* x, long k, int include_self,
+                         T* xt, T* sq, T* gram, T* best, int64_t* index, uint8_t* valid) {
+  long n8 = (n + 7) & ~7L;
+  const T* xs = x + s * D;
+  for (long d = 0; d < D; ++d) {
+    T* row = xt + d * n8;
+    for (long b = 0; b < n; ++b) row[b] = xs[b * D + d];
+    for (long b = n; b < n8; ++b) row[b] = 0;
+  }
+  for (long b = 0; b < n; ++b) {
+    T v = 0;
+    for (long d = 0; d < D; ++d) v += xs[b * D + d] * xs[b * D + d];
+    sq[b] = v;
+  }
+  SUF(gemm)(n, D, n8, xs, D, 1, xt, NULL, 0, 0, gram);
+  for (long a = 0; a < n; ++a) {
+    T* dist = gram + a * n8;
+    int64_t* idx = index + (s + a) * k;
+    uint8_t* ok = valid + (s + a) * k;
+    const T sa = sq[a];
+    for (long b = 0; b < n; ++b) {
+      T v = (sa + sq[b]) - 2 * dist[b];
+      dist[b] = v < 0 ? (T)0 : v; /* (NaN stays NaN) */
+    }
+    if (!include_self) dist[a] = (T)INFINITY;
+    long m = 0; /* neighbours kept so far, in best / idx, sorted */
+    T worst = (T)INFINITY;
+    for (long b = 0; b < n; ++b) {
+      const T v = dist[b];
+      if (!(v < worst)) continue; /* not better than the k-th; inf and NaN never enter */
+      long p = m < k ? m : k - 1;
+      while (p > 0 && best[p - 1] > v) { /* strictly: equal distances keep their order */
+        best[p] = best[p - 1];
+        idx[p] = idx[p - 1];
+        --p;
+      }
+      best[p] = v;
+      idx[p] = s + b;
+      if (m < k) ++m;
+      if (m == k) worst = best[k - 1];
+    }
+    for (long q = 0; q < m; ++q) ok[q] = 1;
+    for (long q = m; q < k; ++q) {
+      idx[q] = s + a;
+      ok[q] = 0;
+    }
+  }
+}
+
+/* kNN within every jet (see knn_jet). Jets go to up to max_threads OpenMP threads, one
+ * unless there are at least min_work distance terms (sum over jets of n^2 D). Returns 1
+ * if a thread could not allocate its scratch. */
+int SUF(jt_knn)(long n_jets, const int64_t* ptr, long D, const T* x, long k, int include_self,
+                int64_t* index, uint8_t* valid, int max_threads, long min_work) {
+  int status = 0;
+  long longest = 0, work = 0;
+  for (long jet = 0; jet < n_jets; ++jet) {
+    long n = ptr[jet + 1] - ptr[jet];
+    if (n > longest) longest = n;
+    work += n * n * (D > 0 ? D : 1);
+  }
+  long n8 = (longest + 7) & ~7L;
+  int n_threads = work < min_work ? 1 : max_threads;
+  if (n_threads > n_jets) n_threads = (int)n_jets;
+  if (n_threads < 1) n_threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads) reduction(| : status) if (n_threads > 1)
+#endif
+  {
+    T* buf = (T*)malloc(sizeof(T) * (size_t)((D + 1 + longest) * n8 + k + 1));
+    if (!buf) status = 1;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (long jet = 0; jet < n_jets; ++jet) {
+      long s = ptr[jet], n = ptr[jet + 1] - s;
+      if (buf && n > 0)
+        SUF(knn_jet)(s, n, D, x, k, include_self, buf, buf + D * n8, buf + (D + 1) * n8,
+                     buf + (D + 1 + longest) * n8, index, valid);
+    }
+    free(buf);
+  }
+  return status;
+}
+
 #undef EXP
 #undef FABS

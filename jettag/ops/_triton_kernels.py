@@ -192,7 +192,7 @@ def knn_kernel(x, ptr, batch, index, valid, P, D, k, INCLUDE_SELF: tl.constexpr,
             better = (tile_d < best_d) | ((tile_d == best_d) & (tile_i < best_i))
             best_d = tl.where(better, tile_d, best_d)
             best_i = tl.where(better, tile_i, best_i)
-        found = best_i < big
+        found = (best_i < big) & (best_d < float("inf"))  # inf / NaN: not a neighbour
         tl.store(index + q * k + r, tl.where(found, best_i, q.to(tl.int64)), mask=qmask)
         tl.store(valid + q * k + r, found.to(tl.int8), mask=qmask)
         prev_d = best_d

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jettag import ops
-from jettag.ops import _cpu, _triton, dispatch, reference
+from jettag.ops import _cpu, _native, _triton, dispatch, reference
 
 F32, F64 = torch.float32, torch.float64
 # Empty jets, single-particle jets, jets smaller and larger than k.
@@ -100,25 +100,51 @@ def test_cpu_reductions_keep_trailing_dims_and_scatter(dtype):
                                    reference.scatter_mean(x, index, 11), **_tol(dtype))
 
 
+@pytest.fixture(params=["native", "one_bucket", "buckets"])
+def cpu_knn_path(request, monkeypatch):
+    """The CPU kNN every way: the native kernel (skipped without a C compiler; the PyTorch
+    path made to fail), or, with the native kernel off, PyTorch on one padded bucket (small
+    batches) or on size buckets (larger ones; forced here)."""
+    if request.param == "native":
+        if not _native.available():
+            pytest.skip("no C compiler: the native kernel is not built")
+        monkeypatch.setattr(_cpu, "_bucket_rows", None)  # the PyTorch path would fail
+    else:
+        monkeypatch.setattr(_native, "_enabled", False)
+        if request.param == "buckets":
+            monkeypatch.setattr(_cpu, "_KNN_ONE_BUCKET", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize(("k", "include_self"), [(1, False), (3, True), (16, False), (40, True)])
-# Small batches run as one padded bucket, larger ones in size buckets (forced here).
-@pytest.mark.parametrize("one_bucket", [True, False])
-def test_cpu_knn_equals_reference_exactly(dtype, k, include_self, one_bucket, monkeypatch):
-    x, ptr = _data([*SIZES, 41, 37, 12], 4, dtype, seed=3)
-    if not one_bucket:
-        monkeypatch.setattr(_cpu, "_KNN_ONE_BUCKET", 0)
+@pytest.mark.parametrize("dims", [2, 4, 19])
+def test_cpu_knn_equals_reference_exactly(cpu_knn_path, dtype, k, include_self, dims):
+    x, ptr = _data([*SIZES, 41, 37, 12], dims, dtype, seed=3)
     with dispatch.use_backend("cpu"):
         index, valid = ops.knn(x, ptr, k, include_self=include_self)
     ref_index, ref_valid = reference.knn(x, ptr, k, include_self=include_self)
     assert torch.equal(index, ref_index) and torch.equal(valid, ref_valid)
 
 
-def test_cpu_knn_ties_and_buckets():
-    # Identical points: ties go to the lower index, as the reference's stable sort.
-    x = torch.zeros(4, 2)
+def test_cpu_knn_ties_and_non_finite(cpu_knn_path):
     with dispatch.use_backend("cpu"):
+        # Identical points: ties go to the lower index, as the reference's stable sort.
+        x = torch.zeros(4, 2)
         assert ops.knn(x, _ptr([4]), 2)[0].tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]]
+        # Repeated points among others, and coordinates whose distances are inf or NaN
+        # (never neighbours: index = self, valid = False, as the reference).
+        x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [2.0, 0.0],
+                          [float("nan"), 0.0], [3e38, 0.0], [0.5, 0.0], [0.0, 1.0]])
+        ptr = _ptr([9])
+        for k, include_self in ((3, False), (8, True), (9, False)):
+            got = ops.knn(x, ptr, k, include_self=include_self)
+            want = reference.knn(x, ptr, k, include_self=include_self)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert not got[1][5].any() and (got[0][5] == 5).all()
+
+
+def test_cpu_knn_buckets():
     buckets = _cpu.jet_buckets(torch.tensor([5, 0, 40, 6, 44, 100]))
     sizes = [torch.tensor([5, 0, 40, 6, 44, 100])[jets].tolist() for jets, _ in buckets]
     assert sizes == [[5, 6], [40, 44], [100]]
@@ -303,6 +329,11 @@ def test_triton_knn_equals_reference(triton_interpreter, dtype, k, include_self)
 def test_triton_knn_ties(triton_interpreter):
     index, valid = ops.knn(torch.zeros(4, 2), _ptr([4]), 2)
     assert index.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1]] and bool(valid.all())
+    # Distances that overflow to inf or are NaN: never neighbours, as in the reference.
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [float("nan"), 0.0], [3e38, 0.0], [0.5, 0.0]])
+    for k in (2, 4):
+        got, want = ops.knn(x, _ptr([5]), k), reference.knn(x, _ptr([5]), k)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_triton_reduction_gradients_match_reference(triton_interpreter):

@@ -12,7 +12,8 @@ import pytest
 import torch
 from test_fused import F32, F64, _lorentz_grads, _lorentz_inputs
 
-from jettag.ops import _cpu, _native, dispatch, fused
+from jettag import ops
+from jettag.ops import _cpu, _native, dispatch, fused, reference
 
 needs_native = pytest.mark.skipif(not _native.available(),
                                   reason="no C compiler: the native kernel is not built")
@@ -120,6 +121,33 @@ def test_psi_moments_equal_pair_list(dtype):
     # gradcheck away from the kink (finite differences across it are not the derivative)
     _, _, x, ptr, _, _ = _lorentz_inputs(F64, False, sizes=[5, 0, 1, 3])
     assert torch.autograd.gradcheck(lambda v: _native.psi_moments(v, ptr), (x,))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_native_knn_equals_reference_on_any_thread_split(monkeypatch, dtype):
+    """Jets of 0 to 150 particles (longer than any bucket of a small batch), coordinates of
+    2, 7 and 64 dimensions, one and two threads (the work threshold forced to 0): the same
+    neighbours as the reference, bitwise the same on any split (each jet on one thread)."""
+    gen = torch.Generator().manual_seed(11)
+    sizes = [150, 0, 1, 17, 16, 2, 63, 40, 0, 9]
+    ptr = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()])
+    monkeypatch.setattr(_cpu, "_bucket_rows", None)  # the PyTorch path would fail
+    for dims in (2, 7, 64):
+        x = torch.randn(int(ptr[-1]), dims, generator=gen, dtype=dtype)
+        want = reference.knn(x, ptr, 16)
+        results = []
+        for threads, work in ((1, 1 << 40), (2, 0)):
+            monkeypatch.setattr(_native, "_KNN_THREAD_WORK", work)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                with dispatch.use_backend("cpu"):
+                    results.append(ops.knn(x, ptr, 16))
+            finally:
+                torch.set_num_threads(previous)
+        for index, valid in results:
+            assert torch.equal(index, want[0]) and torch.equal(valid, want[1])
 
 
 @needs_native
