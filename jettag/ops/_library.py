@@ -212,6 +212,20 @@ def _checks_enabled(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def direct(*tensors: Tensor) -> bool:
+    """Whether a call on these (differentiable) inputs may run the CPU code directly instead
+    of through its custom op: CPU tensors of the plain type selected for the ``cpu``
+    backend, nothing to differentiate, and no ``torch.compile``, ``torch.jit`` tracing or
+    functorch transform that would need to see the op. (The custom op's dispatch costs
+    some 50-150 us a call: at small batches as much as the work.)"""
+    first = tensors[0]
+    return (dispatch.select(first) == "cpu"
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch._C._are_functorch_transforms_active()
+            and all(type(t) is Tensor for t in tensors)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+
+
 def _check_ptr(ptr: Tensor, src: Tensor, name: str) -> None:
     if ptr.dim() != 1 or ptr.dtype != torch.int64 or ptr.numel() < 1:
         raise ValueError(
@@ -229,6 +243,8 @@ def segment_sum(src: Tensor, ptr: Tensor) -> Tensor:
     if dispatch.select(src) == "reference":
         return reference.segment_sum(src, ptr)
     _check_ptr(ptr, src, "src")
+    if direct(src):
+        return _cpu.segment_sum(src, ptr)
     return _segment_sum(src, ptr)
 
 
@@ -246,6 +262,8 @@ def segment_max(src: Tensor, ptr: Tensor) -> Tensor:
     if dispatch.select(src) == "reference":
         return reference.segment_max(src, ptr)
     _check_ptr(ptr, src, "src")
+    if direct(src):
+        return _cpu.segment_max(src, ptr)
     return _segment_max(src, ptr)
 
 
@@ -254,6 +272,8 @@ def segment_softmax(src: Tensor, ptr: Tensor) -> Tensor:
     if dispatch.select(src) == "reference":
         return reference.segment_softmax(src, ptr)
     _check_ptr(ptr, src, "src")
+    if direct(src):
+        return _cpu.segment_softmax(src, ptr)
     return _segment_softmax(src, ptr)
 
 
@@ -266,6 +286,8 @@ def scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
             f"index: expected shape ({src.shape[0]},) matching src's first dimension, "
             f"found {tuple(index.shape)}"
         )
+    if direct(src):
+        return _cpu.scatter_sum(src, index, dim_size)
     return _scatter_sum(src, index, dim_size)
 
 
@@ -287,7 +309,10 @@ def knn(x: Tensor, ptr: Tensor, k: int, *, include_self: bool = False) -> tuple[
     _check_ptr(ptr, x, "x")
     if k < 1:
         raise ValueError(f"k: expected a positive number of neighbours, found {k}")
-    return _knn(x.detach(), ptr, k, include_self)
+    x = x.detach()
+    if direct(x):
+        return _cpu.knn(x, ptr, k, include_self)
+    return _knn(x, ptr, k, include_self)
 
 
 for _public, _ref in (

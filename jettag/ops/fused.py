@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jettag.ops import _library, _native, dispatch, reference
+from jettag.ops import _cpu, _library, _native, dispatch, reference
 from jettag.ops._cpu import _jet_index, _relu_grad_, _scratch
 
 __all__ = [
@@ -259,9 +259,11 @@ def edge_conv_messages(
     if dispatch.select(own) == "reference":
         return edge_conv_messages_reference(own, other, index, valid, weights, biases,
                                             aggr=aggr)
-    return _edge_conv_messages(own.contiguous(), other.contiguous(), index.contiguous(),
-                               valid.contiguous(), [w.contiguous() for w in weights],
-                               [b.contiguous() for b in biases], aggr)
+    args = (own.contiguous(), other.contiguous(), index.contiguous(), valid.contiguous(),
+            [w.contiguous() for w in weights], [b.contiguous() for b in biases], aggr)
+    if _library.direct(own, other, *weights, *biases):
+        return _cpu.edge_conv_messages(*args)
+    return _edge_conv_messages(*args)
 
 
 def _bn_affine(norm: nn.BatchNorm1d, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -276,6 +278,8 @@ def edge_conv_eval(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
     BatchNorms folded into the linear maps, the first map applied per particle, and
     :func:`edge_conv_messages` for the rest; equal to ``conv.eval()(x, pos, ptr)`` up to
     float rounding. A drop-in for the layer's ``forward`` when ``not conv.training``.
+    Without autograd (inference) the folded weights are kept between calls
+    (:func:`_cached_weights`).
 
     Args:
         conv: an ``EdgeConv`` (attributes ``linears``, ``norms``, ``shortcut``,
@@ -287,25 +291,38 @@ def edge_conv_eval(conv: Any, x: Tensor, pos: Tensor, ptr: Tensor) -> Tensor:
 
     with torch.no_grad():
         index, valid = knn(pos.detach(), ptr, conv.k)
+    if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        w = _cached_weights(conv, _edge_conv_weights)  # (inference: kept between calls)
+    else:
+        w = _edge_conv_weights(conv)
+    own, other = torch.mm(x, w["both_t"]).split(conv.channels[0], dim=1)
+    messages = edge_conv_messages(own + w["shift"], other, index, valid, w["weights"],
+                                  w["biases"], aggr=conv.aggr)
+    skip = x if w["skip"] is None else torch.addmm(w["skip"][1], x, w["skip"][0])
+    return torch.relu(skip + messages)
+
+
+def _edge_conv_weights(conv: Any) -> dict[str, Any]:
+    """An evaluation-mode EdgeConv's weights with its BatchNorms folded: the first linear
+    map split into receiver and sender parts (``both_t``, transposed, and the receiver
+    part's ``shift``), the further maps' ``weights`` and ``biases``, and the shortcut's
+    transposed weight and bias (``skip``, None without a shortcut)."""
     first = conv.linears[0].weight
     w_i, w_j = first[:, : conv.in_channels], first[:, conv.in_channels:]
-    scale, shift = _bn_affine(conv.norms[0], x)
+    scale, shift = _bn_affine(conv.norms[0], first)
     both = torch.cat([w_i - w_j, w_j]) * torch.cat([scale, scale]).unsqueeze(1)
-    own, other = (x @ both.T).split(conv.channels[0], dim=1)
-    own = own + shift
     weights, biases = [], []
     for linear, norm in zip(list(conv.linears)[1:], list(conv.norms)[1:], strict=True):
         weight, bias = fold_batchnorm(linear.weight, linear.bias, norm)
-        weights.append(weight)
-        biases.append(bias)
-    messages = edge_conv_messages(own, other, index, valid, weights, biases, aggr=conv.aggr)
-    if conv.shortcut is None:
-        skip = x
-    else:
+        weights.append(weight.contiguous())
+        biases.append(bias.contiguous())
+    skip = None
+    if conv.shortcut is not None:
         weight, bias = fold_batchnorm(conv.shortcut.weight, conv.shortcut.bias,
                                       conv.shortcut_norm)
-        skip = torch.addmm(bias, x, weight.T)
-    return torch.relu(skip + messages)
+        skip = (weight.t().contiguous(), bias.contiguous())
+    return {"both_t": both.t().contiguous(), "shift": shift.contiguous(), "weights": weights,
+            "biases": biases, "skip": skip}
 
 
 # --------------------------------------------------------------------------- training
@@ -786,56 +803,67 @@ def lgeb_eval(
 _EVAL_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _eval_weights(block: Any) -> dict[str, Any]:
-    """An evaluation-mode LGEB's weights as its fused inference needs them: BatchNorms
-    folded, matrices transposed and contiguous. Kept per block while its modules and
+def _cached_weights(module: nn.Module, build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """``build(module)`` (the module's weights as a fused inference needs them: BatchNorms
+    folded, matrices transposed and contiguous), kept per module while its submodules and
     tensors stay the same objects with the same storage, dtype, device and version counter
     (optimiser steps, ``load_state_dict`` and ``.to()`` all change one of them)."""
     key: list[Any] = []
-    stack = [block]
+    stack = [module]
     while stack:  # (Module.parameters() walks the tree several times slower)
-        module = stack.pop()
-        for group in (module._parameters, module._buffers):
+        sub = stack.pop()
+        for group in (sub._parameters, sub._buffers):
             key.extend((id(t), t.data_ptr(), t._version, t.dtype, t.device)
                        for t in group.values() if t is not None)
-        key.append(id(module))
-        stack.extend(module._modules.values())
-    cached = _EVAL_WEIGHTS.get(block)
+        key.append(id(sub))
+        stack.extend(sub._modules.values())
+    cached = _EVAL_WEIGHTS.get(module)
     if cached is not None and cached[0] == key:
         return cached[1]
     with torch.no_grad():
-        channels, hidden = block.channels, block.hidden_channels
-        scale, shift = _bn_affine(block.phi_e[1], block.phi_e[0].weight)
-        folded = block.phi_e[0].weight * scale.unsqueeze(1)
-        weights: dict[str, Any] = {
-            "u_t": folded[:, :channels].t().contiguous(),
-            "v_t": folded[:, channels:2 * channels].t().contiguous(),
-            "shift": shift.contiguous(),
-            "w_psi": folded[:, 2 * channels:].t().contiguous(),
-            "w_e": block.phi_e[3].weight.contiguous(),
-            "we_t": block.phi_e[3].weight.t().contiguous(),
-            "b_e": block.phi_e[3].bias.contiguous(),
-            "w_m": block.phi_m[0].weight[0].contiguous(),
-            "b_m": float(block.phi_m[0].bias),
-            "w_x1": None, "b_x1": None, "w_x2": None, "wx1_t": None, "phi_h": None,
-        }
-        if block.phi_x is not None:
-            weights.update(w_x1=block.phi_x[0].weight.contiguous(),
-                           wx1_t=block.phi_x[0].weight.t().contiguous(),
-                           b_x1=block.phi_x[0].bias.contiguous(),
-                           w_x2=block.phi_x[2].weight[0].contiguous())
-        phi_h = block.phi_h
-        if (isinstance(phi_h, nn.Sequential) and len(phi_h) == 4
-                and isinstance(phi_h[0], nn.Linear)
-                and isinstance(phi_h[1], nn.BatchNorm1d) and phi_h[1].track_running_stats
-                and isinstance(phi_h[2], nn.ReLU) and isinstance(phi_h[3], nn.Linear)):
-            w1, b1 = fold_batchnorm(phi_h[0].weight, phi_h[0].bias, phi_h[1])
-            b2 = phi_h[3].bias
-            weights["phi_h"] = (w1.t().contiguous(), b1.contiguous(),
-                                phi_h[3].weight.t().contiguous(),
-                                None if b2 is None else b2.contiguous())
-        assert weights["w_e"].shape == (hidden, hidden)
-    _EVAL_WEIGHTS[block] = (key, weights)
+        weights = build(module)
+    _EVAL_WEIGHTS[module] = (key, weights)
+    return weights
+
+
+def _eval_weights(block: Any) -> dict[str, Any]:
+    """An evaluation-mode LGEB's folded weights (:func:`_cached_weights`)."""
+    return _cached_weights(block, _lgeb_weights)
+
+
+def _lgeb_weights(block: Any) -> dict[str, Any]:
+    """The folded weights of an evaluation-mode LGEB (see :func:`_eval_weights`)."""
+    channels, hidden = block.channels, block.hidden_channels
+    scale, shift = _bn_affine(block.phi_e[1], block.phi_e[0].weight)
+    folded = block.phi_e[0].weight * scale.unsqueeze(1)
+    weights: dict[str, Any] = {
+        "u_t": folded[:, :channels].t().contiguous(),
+        "v_t": folded[:, channels:2 * channels].t().contiguous(),
+        "shift": shift.contiguous(),
+        "w_psi": folded[:, 2 * channels:].t().contiguous(),
+        "w_e": block.phi_e[3].weight.contiguous(),
+        "we_t": block.phi_e[3].weight.t().contiguous(),
+        "b_e": block.phi_e[3].bias.contiguous(),
+        "w_m": block.phi_m[0].weight[0].contiguous(),
+        "b_m": float(block.phi_m[0].bias),
+        "w_x1": None, "b_x1": None, "w_x2": None, "wx1_t": None, "phi_h": None,
+    }
+    if block.phi_x is not None:
+        weights.update(w_x1=block.phi_x[0].weight.contiguous(),
+                       wx1_t=block.phi_x[0].weight.t().contiguous(),
+                       b_x1=block.phi_x[0].bias.contiguous(),
+                       w_x2=block.phi_x[2].weight[0].contiguous())
+    phi_h = block.phi_h
+    if (isinstance(phi_h, nn.Sequential) and len(phi_h) == 4
+            and isinstance(phi_h[0], nn.Linear)
+            and isinstance(phi_h[1], nn.BatchNorm1d) and phi_h[1].track_running_stats
+            and isinstance(phi_h[2], nn.ReLU) and isinstance(phi_h[3], nn.Linear)):
+        w1, b1 = fold_batchnorm(phi_h[0].weight, phi_h[0].bias, phi_h[1])
+        b2 = phi_h[3].bias
+        weights["phi_h"] = (w1.t().contiguous(), b1.contiguous(),
+                            phi_h[3].weight.t().contiguous(),
+                            None if b2 is None else b2.contiguous())
+    assert weights["w_e"].shape == (hidden, hidden)
     return weights
 
 

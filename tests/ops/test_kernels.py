@@ -375,3 +375,29 @@ def test_triton_float16_computed_in_float32(triton_interpreter):
     assert got.dtype == torch.float16
     torch.testing.assert_close(got.float(), reference.segment_sum(x.half().float(), ptr),
                                atol=1e-2, rtol=1e-2)
+
+
+def test_direct_cpu_calls_skip_the_custom_op_only_without_autograd(monkeypatch):
+    """Inference calls on CPU tensors run the CPU code directly (the custom op's dispatch
+    costs as much as a small batch's work); calls that need autograd go through the op."""
+    from jettag.ops import _library
+
+    x, ptr = _data([3, 0, 5], 4, F32)
+    x.requires_grad_(True)
+    calls = []
+    for name in ("_segment_sum", "_knn"):
+        real = getattr(_library, name)
+        monkeypatch.setattr(_library, name,
+                            lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    with dispatch.use_backend("cpu"):
+        with torch.no_grad():
+            direct = ops.segment_sum(x, ptr)
+            ops.knn(x, ptr, 2)
+        assert calls == []
+        ops.knn(x, ptr, 2)  # (kNN is never differentiated)
+        assert calls == []
+        through = ops.segment_sum(x, ptr)
+        assert calls == ["_segment_sum"] and through.requires_grad
+        assert torch.equal(direct, through.detach())
+        through.sum().backward()
+        assert torch.equal(x.grad, torch.ones_like(x))
