@@ -353,14 +353,17 @@ def _scratch(slot: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
 
 
 def scratch_bytes() -> int:
-    """Bytes of scratch memory the CPU paths of this thread keep between calls."""
+    """Bytes of scratch memory the CPU paths of this thread keep between calls (and the
+    native kernel's buffers kept for the next training step)."""
     buffers = _WORKSPACE.__dict__.get("buffers", {})
-    return sum(b.numel() * b.element_size() for b in buffers.values())
+    return sum(b.numel() * b.element_size() for b in buffers.values()) + _native.pool_bytes()
 
 
 def release_scratch() -> None:
-    """Free this thread's scratch memory (the next call allocates it again)."""
+    """Free this thread's scratch memory and the native kernel's kept buffers (the next
+    call allocates them again)."""
     _WORKSPACE.__dict__.pop("buffers", None)
+    _native.release_pool()
 
 
 # --------------------------------------------------------------------------- EdgeConv

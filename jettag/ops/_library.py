@@ -212,18 +212,30 @@ def _checks_enabled(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def direct(*tensors: Tensor) -> bool:
-    """Whether a call on these (differentiable) inputs may run the CPU code directly instead
-    of through its custom op: CPU tensors of the plain type selected for the ``cpu``
-    backend, nothing to differentiate, and no ``torch.compile``, ``torch.jit`` tracing or
-    functorch transform that would need to see the op. (The custom op's dispatch costs
-    some 50-150 us a call: at small batches as much as the work.)"""
-    first = tensors[0]
-    return (dispatch.select(first) == "cpu"
+def eager_cpu(*tensors: Tensor) -> bool:
+    """Whether a call on these inputs may bypass its custom op: CPU tensors of the plain
+    type selected for the ``cpu`` backend, and no ``torch.compile``, ``torch.jit`` tracing
+    or functorch transform that would need to see the op."""
+    return (dispatch.select(tensors[0]) == "cpu"
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch._C._are_functorch_transforms_active()
-            and all(type(t) is Tensor for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+            and all(type(t) in _PLAIN for t in tensors))
+
+
+#: Tensor types that carry no tracing or transform (parameters are plain tensors).
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def needs_grad(*tensors: Tensor) -> bool:
+    """Whether autograd will differentiate a call on these inputs."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def direct(*tensors: Tensor) -> bool:
+    """Whether a call on these (differentiable) inputs may run the CPU code directly instead
+    of through its custom op (:func:`eager_cpu`, and nothing to differentiate). The custom
+    op's dispatch costs some 50-150 us a call: at small batches as much as the work."""
+    return eager_cpu(*tensors) and not needs_grad(*tensors)
 
 
 def _check_ptr(ptr: Tensor, src: Tensor, name: str) -> None:

@@ -43,7 +43,7 @@
 #define JT_AVX2 0
 #endif
 
-int jt_abi_version(void) { return 3; }
+int jt_abi_version(void) { return 4; }
 int jt_has_avx2(void) { return JT_AVX2; }
 
 /* Runs fn on each of n argument blocks (n <= 64), in parallel. With OpenMP the work goes

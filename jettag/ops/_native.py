@@ -44,7 +44,7 @@ __all__ = ["available", "enabled", "knn", "library_path", "lorentz_messages",
 
 _SOURCE = Path(__file__).with_name("_native.c")
 _SOURCES = (_SOURCE, Path(__file__).with_name("_native_body.h"))
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {"lib": None, "tried": False, "path": None}
 
@@ -139,11 +139,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         inv.argtypes, inv.restype = [n, p, p, p, p], None
         fwd = getattr(lib, f"jt_lorentz_forward_{suffix}")
         fwd.argtypes = [n, p, p, n, n, p, p, p, p, p, p, p, p, real, p, p, p, real, p, p, p,
-                        ctypes.c_int]
+                        p, p, ctypes.c_int]
         fwd.restype = ctypes.c_int
         bwd = getattr(lib, f"jt_lorentz_backward_{suffix}")
         bwd.argtypes = [n, p, p, n, n, n, p, p, p, p, p, p, p, p, p, p, real, p, p, p, p,
-                        real, p, p, p, p, p, p, p, p, p, p, p, p, p, p, ctypes.c_int]
+                        real, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p, ctypes.c_int]
         bwd.restype = ctypes.c_int
         mom = getattr(lib, f"jt_psi_moments_{suffix}")
         mom.argtypes, mom.restype = [n, p, p, p, p, p], None
@@ -253,11 +253,13 @@ def lorentz_messages(
     hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor, w_psi: Tensor, w_e: Tensor, b_e: Tensor,
     w_m: Tensor, b_m: Tensor | float, w_x1: Tensor | None, b_x1: Tensor | None,
     w_x2: Tensor | None, clamp: float, *, we_t: Tensor | None = None,
-    wx1_t: Tensor | None = None,
+    wx1_t: Tensor | None = None, saved: tuple[Tensor, Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Forward of :func:`jettag.ops.fused.lorentz_messages` by the native kernel (same
     arguments; call :func:`usable` first). ``we_t``, ``wx1_t``: the transposed weights,
-    contiguous, if the caller keeps them (else they are made here)."""
+    contiguous, if the caller keeps them (else they are made here). ``saved``: buffers
+    (:func:`saved_buffers`) the kernel fills with every pair row's message ``m`` and
+    phi_x product, for :func:`lorentz_messages_backward` to use instead of recomputing."""
     hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2 = _contiguous(
         hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2)
     lib, suffix, ptr, base, bounds, longest, _, psi = _prepare(hu, x, ptr)
@@ -273,20 +275,83 @@ def lorentz_messages(
         ptr.numel() - 1, ptr.data_ptr(), base.data_ptr(), hidden, longest, hu.data_ptr(),
         hv.data_ptr(), x.data_ptr(), psi.data_ptr(), w_psi.data_ptr(), we_t.data_ptr(),
         b_e.data_ptr(), w_m.data_ptr(), _scalar(b_m), _p(wx1_t), _p(b_x1), _p(w_x2),
-        float(clamp), msum.data_ptr(), xs.data_ptr(),
+        float(clamp), msum.data_ptr(), xs.data_ptr(), *_saved_pointers(saved),
         bounds.data_ptr(), bounds.numel() - 1)
     _check(status, longest, hidden)
     return msum, xs
 
 
+#: Bytes of saved pair rows (both buffers) up to which a training forward pass keeps the
+#: messages for the backward pass (which then skips two of its six matrix products per
+#: pair row) instead of recomputing them.
+SAVE_BYTES = 64 << 20
+
+
+#: Buffers of finished backward passes, reused by the next forward passes (fresh memory
+#: of this size costs a page fault per 4 KiB page: as long as the kernel's forward pass).
+_POOL: list[Tensor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def saved_buffers(hu: Tensor, ptr: Tensor, phi_x: bool) -> tuple[Tensor, Tensor | None] | None:
+    """Buffers for the pair rows' messages and phi_x products of a training forward pass
+    (one row per ordered pair, diagonal included, as the pair invariants), or None when
+    they would take more than :data:`SAVE_BYTES` (the backward pass recomputes them).
+    Hand them back with :func:`release_buffers` after the backward pass."""
+    counts = ptr[1:] - ptr[:-1]
+    rows = int((counts * counts).sum())
+    hidden = hu.shape[1]
+    numel = rows * hidden * (2 if phi_x else 1)
+    if numel * hu.element_size() > SAVE_BYTES:
+        return None
+    with _POOL_LOCK:
+        fits = [i for i, b in enumerate(_POOL) if b.dtype == hu.dtype and b.numel() >= numel]
+        flat = _POOL.pop(min(fits, key=lambda i: _POOL[i].numel())) if fits else None
+    if flat is None:
+        flat = hu.new_empty(numel)
+    m = flat[: rows * hidden].view(rows, hidden)
+    return m, flat[rows * hidden: numel].view(rows, hidden) if phi_x else None
+
+
+def release_buffers(saved: tuple[Tensor, Tensor | None] | None) -> None:
+    """Return :func:`saved_buffers`' memory for reuse (kept up to 8 x SAVE_BYTES)."""
+    if saved is None:
+        return
+    flat = saved[0]._base if saved[0]._base is not None else saved[0]
+    with _POOL_LOCK:
+        _POOL.append(flat)
+        while sum(b.numel() * b.element_size() for b in _POOL) > 8 * SAVE_BYTES:
+            _POOL.pop(min(range(len(_POOL)), key=lambda i: _POOL[i].numel()))
+
+
+def pool_bytes() -> int:
+    """Bytes kept for reuse by :func:`release_buffers`."""
+    with _POOL_LOCK:
+        return sum(b.numel() * b.element_size() for b in _POOL)
+
+
+def release_pool() -> None:
+    """Free the memory kept by :func:`release_buffers`."""
+    with _POOL_LOCK:
+        _POOL.clear()
+
+
+def _saved_pointers(saved: tuple[Tensor, Tensor | None] | None) -> tuple[int | None, ...]:
+    if saved is None:
+        return None, None
+    return saved[0].data_ptr(), _p(saved[1])
+
+
 def lorentz_messages_backward(
     g_msum: Tensor, g_xs: Tensor, hu: Tensor, hv: Tensor, x: Tensor, ptr: Tensor,
     w_psi: Tensor, w_e: Tensor, b_e: Tensor, w_m: Tensor, b_m: Tensor, w_x1: Tensor | None,
-    b_x1: Tensor | None, w_x2: Tensor | None, clamp: float,
+    b_x1: Tensor | None, w_x2: Tensor | None, clamp: float, *,
+    saved: tuple[Tensor, Tensor | None] | None = None,
 ) -> list[Tensor]:
     """Backward of :func:`lorentz_messages` by the native kernel: gradients w.r.t. every
     tensor input in order, empty for absent phi_x weights (as
-    :func:`jettag.ops._cpu.lorentz_messages_backward`)."""
+    :func:`jettag.ops._cpu.lorentz_messages_backward`); ``saved``: the forward pass's
+    buffers, if it filled them (see :func:`saved_buffers`)."""
     g_msum, g_xs, hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2 = _contiguous(
         g_msum, g_xs, hu, hv, x, w_psi, w_e, b_e, w_m, w_x1, b_x1, w_x2)
     lib, suffix, ptr, base, bounds, longest, inv, psi = _prepare(hu, x, ptr)
@@ -303,7 +368,8 @@ def lorentz_messages_backward(
         w_psi.data_ptr(), w_e.data_ptr(), we_t.data_ptr(), b_e.data_ptr(), w_m.data_ptr(),
         _scalar(b_m), _p(w_x1), _p(wx1_t), _p(b_x1), _p(w_x2), float(clamp),
         g_msum.data_ptr(), g_xs.data_ptr(), *(g.data_ptr() for g in grads),
-        *(g.data_ptr() for g in extra), bounds.data_ptr(), bounds.numel() - 1)
+        *(g.data_ptr() for g in extra), *_saved_pointers(saved), bounds.data_ptr(),
+        bounds.numel() - 1)
     _check(status, longest, hidden)
     if not phi_x:
         extra = [hu.new_zeros(0)] * 3

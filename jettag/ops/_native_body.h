@@ -163,6 +163,7 @@ typedef struct {
       *w_x2, *g_m, *g_x;
   T b_m, clamp;
   T *msum, *xs;                                              /* forward outputs */
+  T *saved_m, *saved_p; /* per pair row (at its invariants' offset): m and m W_x1^T, or NULL */
   T *d_hu, *d_hv, *d_x, *d_wpsi, *d_we, *d_be, *d_wm, *d_bm, *d_wx1, *d_bx1, *d_wx2;
   int status;
 } SUF(args);
@@ -209,22 +210,25 @@ static void* SUF(forward_range)(void* vp) {
         for (int k = 0; k < 4; ++k) a->xs[4 * i + k] = 0;
       continue;
     }
-    SUF(first_layer)(a, s, n, ii, a->psi + 2 * (a->base[jet] + ii * n), z);
-    SUF(gemm)(rows, H, H, z, H, 1, a->we_t, a->b_e, 0, 1, m);
+    long pair0 = a->base[jet] + ii * n;
+    T* mi = a->saved_m ? a->saved_m + pair0 * H : m;
+    T* qi = a->saved_p ? a->saved_p + pair0 * H : q;
+    SUF(first_layer)(a, s, n, ii, a->psi + 2 * pair0, z);
+    SUF(gemm)(rows, H, H, z, H, 1, a->we_t, a->b_e, 0, 1, mi);
     for (long r = 0; r < rows; ++r) {
-      const T* mr = m + r * H;
+      const T* mr = mi + r * H;
       T gate = (T)1 / ((T)1 + EXP(-(SUF(dot)(mr, a->w_m, H) + a->b_m)));
       g[r] = gate;
 #pragma omp simd
       for (long c = 0; c < H; ++c) ms[c] += gate * mr[c];
     }
     if (!a->wx1_t) continue;
-    SUF(gemm)(rows, H, H, m, H, 1, a->wx1_t, NULL, 0, 0, q);
+    SUF(gemm)(rows, H, H, mi, H, 1, a->wx1_t, NULL, 0, 0, qi);
     const T* xi = a->x + 4 * i;
     T acc[4] = {0, 0, 0, 0};
     for (long jj = 0, r = 0; jj < n; ++jj) {
       if (jj == ii) continue;
-      T t = SUF(relu_dot)(q + r * H, g[r], a->b_x1, a->w_x2, H);
+      T t = SUF(relu_dot)(qi + r * H, g[r], a->b_x1, a->w_x2, H);
       const T* xj = a->x + 4 * (s + jj);
       for (int k = 0; k < 4; ++k) {
         T shift = (xi[k] - xj[k]) * t;
@@ -267,19 +271,28 @@ static void* SUF(backward_range)(void* vp) {
     const T *ps = a->psi + 2 * pair0, *inv = a->inv + 2 * pair0;
     const T *gm = a->g_m + i * H, *xi = a->x + 4 * i;
     SUF(first_layer)(a, s, n, ii, ps, z);
-    SUF(gemm)(rows, H, H, z, H, 1, a->we_t, a->b_e, 0, 1, m);
+    /* m and phi_x's product p as saved by the forward pass, or recomputed */
+    const T* mi = m;
+    if (a->saved_m)
+      mi = a->saved_m + pair0 * H;
+    else
+      SUF(gemm)(rows, H, H, z, H, 1, a->we_t, a->b_e, 0, 1, m);
     for (long r = 0; r < rows; ++r) {
-      const T* mr = m + r * H;
+      const T* mr = mi + r * H;
       g[r] = (T)1 / ((T)1 + EXP(-(SUF(dot)(mr, a->w_m, H) + a->b_m)));
       dg[r] = SUF(dot)(mr, gm, H); /* from msum_i = sum_r g_r m_r */
     }
     if (phi_x) {
       const T* gx = a->g_x + 4 * i;
-      SUF(gemm)(rows, H, H, m, H, 1, a->wx1_t, NULL, 0, 0, p);
+      const T* pi = p;
+      if (a->saved_p)
+        pi = a->saved_p + pair0 * H;
+      else
+        SUF(gemm)(rows, H, H, mi, H, 1, a->wx1_t, NULL, 0, 0, p);
       for (long jj = 0, r = 0; jj < n; ++jj) {
         if (jj == ii) continue;
         const T* xj = a->x + 4 * (s + jj);
-        const T *pr = p + r * H, gate = g[r];
+        const T *pr = pi + r * H, gate = g[r];
         T t = SUF(relu_dot)(pr, gate, a->b_x1, a->w_x2, H), d_t = 0;
         for (int k = 0; k < 4; ++k) {
           T diff = xi[k] - xj[k], raw = diff * t;
@@ -305,13 +318,13 @@ static void* SUF(backward_range)(void* vp) {
         dg[r] += d_gate;
         ++r;
       }
-      /* d_W_x1 += d_p^T m;  d_m = d_p W_x1 */
-      SUF(gemm)(H, rows, H, dm, 1, H, m, NULL, 1, 0, a->d_wx1);
+      /* d_W_x1 += d_p^T m;  d_m = d_p W_x1 (into p: its values are used) */
+      SUF(gemm)(H, rows, H, dm, 1, H, mi, NULL, 1, 0, a->d_wx1);
       SUF(gemm)(rows, H, H, dm, H, 1, a->wx1, NULL, 0, 0, p);
     }
     /* p holds d_m from phi_x (or nothing); d_a = (d_m + g gm + d_s w_m) where m > 0 */
     for (long r = 0; r < rows; ++r) {
-      const T* mr = m + r * H;
+      const T* mr = mi + r * H;
       T gate = g[r], d_s = dg[r] * gate * ((T)1 - gate);
       *a->d_bm += d_s;
       T* restrict dar = dm + r * H;
@@ -319,10 +332,10 @@ static void* SUF(backward_range)(void* vp) {
       T* restrict d_wm = a->d_wm;
       T* restrict d_be = a->d_be;
       const T* restrict w_m = a->w_m;
-      T from_p = phi_x ? (T)1 : (T)0; /* p holds no d_m without phi_x */
 #pragma omp simd
       for (long c = 0; c < H; ++c) {
-        T d_m = from_p * dpm[c] + gate * gm[c] + d_s * w_m[c];
+        /* without phi_x, p holds no d_m (uninitialised memory: not even multiplied by 0) */
+        T d_m = (phi_x ? dpm[c] : (T)0) + gate * gm[c] + d_s * w_m[c];
         d_wm[c] += d_s * mr[c];
         T d_a = mr[c] > 0 ? d_m : (T)0;
         dar[c] = d_a;
@@ -385,7 +398,8 @@ int SUF(jt_lorentz_forward)(long n_jets, const int64_t* ptr, const int64_t* base
                             long longest, const T* hu, const T* hv, const T* x, const T* psi,
                             const T* w_psi, const T* we_t, const T* b_e, const T* w_m, T b_m,
                             const T* wx1_t, const T* b_x1, const T* w_x2, T clamp, T* msum,
-                            T* xs, const int64_t* bounds, int n_threads) {
+                            T* xs, T* saved_m, T* saved_p, const int64_t* bounds,
+                            int n_threads) {
   SUF(args) args[64];
   SUF(args) proto;
   memset(&proto, 0, sizeof(proto));
@@ -395,7 +409,7 @@ int SUF(jt_lorentz_forward)(long n_jets, const int64_t* ptr, const int64_t* base
   proto.longest = longest; proto.hu = hu; proto.hv = hv; proto.x = x; proto.psi = psi;
   proto.w_psi = w_psi; proto.we_t = we_t; proto.b_e = b_e; proto.w_m = w_m; proto.b_m = b_m;
   proto.wx1_t = wx1_t; proto.b_x1 = b_x1; proto.w_x2 = w_x2; proto.clamp = clamp;
-  proto.msum = msum; proto.xs = xs;
+  proto.msum = msum; proto.xs = xs; proto.saved_m = saved_m; proto.saved_p = saved_p;
   SUF(fill_args)(args, n_threads, bounds, proto);
   run_ranges(SUF(forward_range), args, sizeof(SUF(args)), n_threads);
   int status = 0;
@@ -412,7 +426,8 @@ int SUF(jt_lorentz_backward)(long n_jets, const int64_t* ptr, const int64_t* bas
                              const T* wx1_t, const T* b_x1, const T* w_x2, T clamp,
                              const T* g_m, const T* g_x, T* d_hu, T* d_hv, T* d_x, T* d_wpsi,
                              T* d_we, T* d_be, T* d_wm, T* d_bm, T* d_wx1, T* d_bx1,
-                             T* d_wx2, const int64_t* bounds, int n_threads) {
+                             T* d_wx2, T* saved_m, T* saved_p, const int64_t* bounds,
+                             int n_threads) {
   SUF(args) args[64];
   SUF(args) proto;
   long H = hidden;
@@ -424,7 +439,7 @@ int SUF(jt_lorentz_backward)(long n_jets, const int64_t* ptr, const int64_t* bas
   proto.inv = inv; proto.psi = psi; proto.w_psi = w_psi; proto.we = we; proto.we_t = we_t;
   proto.b_e = b_e; proto.w_m = w_m; proto.b_m = b_m; proto.wx1 = wx1; proto.wx1_t = wx1_t;
   proto.b_x1 = b_x1; proto.w_x2 = w_x2; proto.clamp = clamp; proto.g_m = g_m;
-  proto.g_x = g_x; proto.d_hu = d_hu;
+  proto.g_x = g_x; proto.d_hu = d_hu; proto.saved_m = saved_m; proto.saved_p = saved_p;
   SUF(fill_args)(args, n_threads, bounds, proto);
   /* Thread 0 adds into the outputs, the others into their own zeroed buffers. */
   long sizes[10] = {num * H, num * 4, 2 * H, H * H, H, H, 1, H * H, H, H};

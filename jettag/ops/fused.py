@@ -770,8 +770,42 @@ def lorentz_messages(
     def c(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.contiguous()
 
-    return _lorentz_messages(c(hu), c(hv), c(x), ptr, c(w_psi), c(w_e), c(b_e), c(w_m),
-                             c(b_m), c(w_x1), c(b_x1), c(w_x2), float(clamp))
+    args = (c(hu), c(hv), c(x), ptr, c(w_psi), c(w_e), c(b_e), c(w_m), c(b_m), c(w_x1),
+            c(b_x1), c(w_x2), float(clamp))
+    tensors = [t for t in args[:12] if isinstance(t, Tensor)]
+    if _native.usable(hu) and _library.eager_cpu(*tensors):
+        if _library.needs_grad(*tensors):
+            return _NativeLorentzMessages.apply(*args)
+        return _native.lorentz_messages(*args)
+    return _lorentz_messages(*args)
+
+
+class _NativeLorentzMessages(torch.autograd.Function):
+    """:func:`lorentz_messages` on the native CPU kernel with autograd, outside the custom
+    op: the forward pass keeps every pair row's message and phi_x product for the backward
+    pass when they fit in :data:`jettag.ops._native.SAVE_BYTES` (the backward then skips
+    two of its six matrix products per pair row), which the op's fixed outputs cannot."""
+
+    @staticmethod
+    def forward(ctx, hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
+        saved = _native.saved_buffers(hu, ptr, w_x1 is not None)
+        msum, xs = _native.lorentz_messages(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1,
+                                            b_x1, w_x2, clamp, saved=saved)
+        ctx.save_for_backward(hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2)
+        ctx.pair_rows = saved  # intermediates, neither inputs nor outputs
+        ctx.clamp = clamp
+        return msum, xs
+
+    @staticmethod
+    def backward(ctx, g_msum, g_xs):
+        hu, hv, x, ptr, *weights = ctx.saved_tensors
+        grads = _native.lorentz_messages_backward(g_msum, g_xs, hu, hv, x, ptr, *weights,
+                                                  ctx.clamp, saved=ctx.pair_rows)
+        _native.release_buffers(ctx.pair_rows)  # (a second backward pass recomputes)
+        ctx.pair_rows = None
+        phi_x = weights[-3] is not None
+        return (grads[0], grads[1], grads[2], None, *grads[3:8],
+                *(grads[8:11] if phi_x else (None, None, None)), None)
 
 
 def lgeb_eval(

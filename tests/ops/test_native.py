@@ -23,16 +23,28 @@ needs_native = pytest.mark.skipif(not _native.available(),
 SIZES = [5, 0, 1, 2, 13, 3, 4, 9, 6]
 
 
-@pytest.fixture
-def native_only(monkeypatch):
+@pytest.fixture(params=["saved", "recomputed"])
+def native_only(request, monkeypatch):
     """The CPU backend with the tile path made to fail, so that whatever passes ran the
-    native kernel."""
+    native kernel; its backward pass with the pair rows saved by the forward pass (in
+    training) or recomputed (``SAVE_BYTES`` 0, as for large batches)."""
     def no_tiles(*args, **kwargs):
         raise AssertionError("the tile path ran instead of the native kernel")
 
     monkeypatch.setattr(_cpu, "_lorentz_tiles", no_tiles)
+    if request.param == "recomputed":
+        monkeypatch.setattr(_native, "SAVE_BYTES", 0)
+    else:
+        real = _native.saved_buffers
+
+        def must_save(*args):
+            buffers = real(*args)
+            assert buffers is not None
+            return buffers
+
+        monkeypatch.setattr(_native, "saved_buffers", must_save)
     with dispatch.use_backend("cpu"):
-        yield
+        yield request.param
 
 
 @needs_native
@@ -121,6 +133,32 @@ def test_psi_moments_equal_pair_list(dtype):
     # gradcheck away from the kink (finite differences across it are not the derivative)
     _, _, x, ptr, _, _ = _lorentz_inputs(F64, False, sizes=[5, 0, 1, 3])
     assert torch.autograd.gradcheck(lambda v: _native.psi_moments(v, ptr), (x,))
+
+
+@needs_native
+@pytest.mark.parametrize("native_only", ["saved"], indirect=True)
+def test_saved_pair_rows_are_reused_and_released(native_only):
+    """Training calls keep the pair rows for their backward pass, hand the memory back
+    afterwards for the next call, and a second backward pass through the same graph
+    (``retain_graph``) recomputes them: the same gradients twice."""
+    _cpu.release_scratch()
+    assert _native.pool_bytes() == 0
+    hu, hv, x, ptr, params, phi_x = _lorentz_inputs(F32, True, hidden=16, sizes=SIZES)
+    msum, xs = fused.lorentz_messages(hu, hv, x, ptr, *params, *phi_x, clamp=0.5)
+    loss = msum.square().sum() + xs.square().sum()
+    leaves = [hu, hv, x, *params, *phi_x]
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    kept = _native.pool_bytes()
+    counts = ptr[1:] - ptr[:-1]
+    assert kept == int((counts * counts).sum()) * 16 * 2 * 4  # m and phi_x's product
+    assert _cpu.scratch_bytes() >= kept
+    second = torch.autograd.grad(loss, leaves)
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    fused.lorentz_messages(hu, hv, x, ptr, *params, *phi_x, clamp=0.5)  # reuses the buffer
+    assert _native.pool_bytes() == 0
+    _cpu.release_scratch()
+    assert _native.pool_bytes() == 0
 
 
 @needs_native
