@@ -284,7 +284,7 @@ def lorentz_messages(
 #: Bytes of saved pair rows (both buffers) up to which a training forward pass keeps the
 #: messages for the backward pass (which then skips two of its six matrix products per
 #: pair row) instead of recomputing them.
-SAVE_BYTES = 64 << 20
+SAVE_BYTES = 32 << 20
 
 
 #: Buffers of finished backward passes, reused by the next forward passes (fresh memory

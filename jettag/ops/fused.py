@@ -783,7 +783,7 @@ def lorentz_messages(
 class _NativeLorentzMessages(torch.autograd.Function):
     """:func:`lorentz_messages` on the native CPU kernel with autograd, outside the custom
     op: the forward pass keeps every pair row's message and phi_x product for the backward
-    pass when they fit in :data:`jettag.ops._native.SAVE_BYTES` (the backward then skips
+    pass when they fit in :data:`jettag.ops._native.SAVE_BYTES` (32 MiB a call) (the backward then skips
     two of its six matrix products per pair row), which the op's fixed outputs cannot."""
 
     @staticmethod
