@@ -9,6 +9,9 @@ then differentiated) while the particle's pair rows are in cache, on the packed 
 padding, no scatter), with its own register-blocked matrix products and one thread per range
 of particles (PyTorch's OpenMP threads). :func:`psi_moments` gives the training-mode pair
 BatchNorm the sums of the pair invariants it needs, in float64, without a pair list.
+In training, the forward pass keeps each pair row's message and phi_x product for the
+backward pass when they take at most :data:`SAVE_BYTES` (32 MiB) per call, which then skips
+two of its six matrix products per pair row; larger batches recompute them.
 :func:`knn` searches neighbours jet by jet in one call (PyTorch needs a dozen calls of
 padded distance matrices, masks and a sort per size bucket: most of a kNN at small batches).
 

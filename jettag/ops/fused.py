@@ -783,8 +783,9 @@ def lorentz_messages(
 class _NativeLorentzMessages(torch.autograd.Function):
     """:func:`lorentz_messages` on the native CPU kernel with autograd, outside the custom
     op: the forward pass keeps every pair row's message and phi_x product for the backward
-    pass when they fit in :data:`jettag.ops._native.SAVE_BYTES` (32 MiB a call) (the backward then skips
-    two of its six matrix products per pair row), which the op's fixed outputs cannot."""
+    pass when they fit in :data:`jettag.ops._native.SAVE_BYTES` (32 MiB a call; the
+    backward then skips two of its six matrix products per pair row), which the op's fixed
+    outputs cannot."""
 
     @staticmethod
     def forward(ctx, hu, hv, x, ptr, w_psi, w_e, b_e, w_m, b_m, w_x1, b_x1, w_x2, clamp):
@@ -1013,7 +1014,9 @@ def lgeb_train(
     (:func:`_pair_batchnorm_stats`), after which the BatchNorm is an affine map folded into
     the per-particle parts, as in evaluation, and :func:`lorentz_messages` (whose backward
     recomputes each tile) does the rest. No pair-sized activation is stored: the memory of a
-    training step grows with the pairs only through their 2 invariants and the edge list.
+    training step grows with the pairs only through their 2 invariants and the edge list
+    (except on the native CPU kernel, which keeps up to 32 MiB of pair rows per block for
+    its backward pass, :data:`jettag.ops._native.SAVE_BYTES`).
     Falls back to the block's own forward with fewer than 2 pairs (where BatchNorm's
     training mode raises its usual error).
     """
