@@ -42,8 +42,9 @@ from torch import Tensor
 from jettag.ops._plans import PlanCache
 from jettag.ops.dispatch import _flag
 
-__all__ = ["available", "enabled", "knn", "library_path", "lorentz_messages",
-           "lorentz_messages_backward", "psi_moments", "set_enabled", "usable"]
+__all__ = ["SAVE_BYTES", "available", "enabled", "knn", "library_path", "lorentz_messages",
+           "lorentz_messages_backward", "pool_bytes", "psi_moments", "release_buffers",
+           "release_pool", "saved_buffers", "set_enabled", "usable"]
 
 _SOURCE = Path(__file__).with_name("_native.c")
 _SOURCES = (_SOURCE, Path(__file__).with_name("_native_body.h"))
