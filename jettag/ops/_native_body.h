@@ -318,7 +318,8 @@ static void* SUF(backward_range)(void* vp) {
         dg[r] += d_gate;
         ++r;
       }
-      /* d_W_x1 += d_p^T m;  d_m = d_p W_x1 (into p: its values are used) */
+      /* d_W_x1 += d_p^T m;  d_m = d_p W_x1 into p (scratch: its recomputed values, if
+       * any, are used up) */
       SUF(gemm)(H, rows, H, dm, 1, H, mi, NULL, 1, 0, a->d_wx1);
       SUF(gemm)(rows, H, H, dm, H, 1, a->wx1, NULL, 0, 0, p);
     }

@@ -773,10 +773,10 @@ def lorentz_messages(
     args = (c(hu), c(hv), c(x), ptr, c(w_psi), c(w_e), c(b_e), c(w_m), c(b_m), c(w_x1),
             c(b_x1), c(w_x2), float(clamp))
     tensors = [t for t in args[:12] if isinstance(t, Tensor)]
-    if _native.usable(hu) and _library.eager_cpu(*tensors):
-        if _library.needs_grad(*tensors):
-            return _NativeLorentzMessages.apply(*args)
-        return _native.lorentz_messages(*args)
+    if _library.direct(*tensors):
+        return _cpu.lorentz_messages(*args)
+    if _library.eager_cpu(*tensors) and _native.usable(hu):
+        return _NativeLorentzMessages.apply(*args)
     return _lorentz_messages(*args)
 
 
